@@ -1,0 +1,38 @@
+// Read-only memory mapping of a whole file (DESIGN.md, invariant 1: weights are mapped, not copied).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace sq {
+
+class MappedFile {
+ public:
+  MappedFile() = default;
+  // Maps `path` read-only. Throws IoError when the file cannot be opened, is a directory, or cannot
+  // be mapped. An empty file maps to an empty span.
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  void release();
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::string path_;
+};
+
+// Reads a whole (small) file into memory. Throws IoError.
+std::string read_file(const std::string& path);
+
+}  // namespace sq
