@@ -1,0 +1,34 @@
+// The subcommands of the squeeze binary. Each registers its flags on the CLI11 app and returns the
+// function that runs it; the same flag means the same thing in every command.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace sq::cli {
+
+using Runner = std::function<int()>;
+
+Runner add_run(CLI::App& app);
+Runner add_info(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
+Runner add_detokenize(CLI::App& app);
+Runner add_logits(CLI::App& app);
+
+// Flags shared by the commands that load a model.
+struct ModelFlags {
+  std::string model;
+  std::string tokenizer;
+};
+void add_model_flags(CLI::App& cmd, ModelFlags& flags);
+
+// Writes bytes to a temporary file beside `path` and renames it over `path` (DESIGN.md,
+// invariant 7). Throws IoError.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+
+// True when standard output is a terminal.
+bool stdout_is_tty();
+
+}  // namespace sq::cli

@@ -1,0 +1,83 @@
+// The per-type traits table and the dispatching entry points of quant.h. Every entry points at the
+// reference kernels for now; SIMD variants will be chosen once at start-up and must match these bit
+// for bit (DESIGN.md, invariant 3).
+#include "kernels/quant.h"
+
+#include <array>
+#include <cassert>
+
+#include "kernels/blocks.h"
+#include "kernels/quant_ref.h"
+
+namespace sq::kernels {
+
+namespace {
+
+#define SQ_REF_TRAITS(Type, name, elems, bytes)                                                \
+  TypeTraits {                                                                                 \
+    GgmlType::Type, elems, bytes, dequantize_row_##name##_ref, quantize_row_##name##_ref,      \
+        dot_row_##name##_ref, GgmlType::F32                                                    \
+  }
+
+const std::array kTraits = {
+    SQ_REF_TRAITS(F32, f32, 1, 4),
+    SQ_REF_TRAITS(F16, f16, 1, 2),
+    SQ_REF_TRAITS(BF16, bf16, 1, 2),
+    SQ_REF_TRAITS(Q4_0, q4_0, BlockQ4_0::kElems, sizeof(BlockQ4_0)),
+    SQ_REF_TRAITS(Q4_1, q4_1, BlockQ4_1::kElems, sizeof(BlockQ4_1)),
+    SQ_REF_TRAITS(Q5_0, q5_0, BlockQ5_0::kElems, sizeof(BlockQ5_0)),
+    SQ_REF_TRAITS(Q5_1, q5_1, BlockQ5_1::kElems, sizeof(BlockQ5_1)),
+    SQ_REF_TRAITS(Q8_0, q8_0, BlockQ8_0::kElems, sizeof(BlockQ8_0)),
+    SQ_REF_TRAITS(Q4_K, q4_k, BlockQ4_K::kElems, sizeof(BlockQ4_K)),
+    SQ_REF_TRAITS(Q5_K, q5_k, BlockQ5_K::kElems, sizeof(BlockQ5_K)),
+    SQ_REF_TRAITS(Q6_K, q6_k, BlockQ6_K::kElems, sizeof(BlockQ6_K)),
+};
+
+#undef SQ_REF_TRAITS
+
+const TypeTraits& traits_or_die(GgmlType t) {
+  const TypeTraits* traits = type_traits(t);
+  assert(traits != nullptr && "unsupported tensor type reached a kernel; the op must validate");
+  return *traits;
+}
+
+}  // namespace
+
+const TypeTraits* type_traits(GgmlType t) {
+  for (const auto& traits : kTraits) {
+    if (traits.type == t) return &traits;
+  }
+  return nullptr;
+}
+
+size_t row_bytes(GgmlType type, int64_t n) {
+  const auto info = type_info(type);
+  assert(info.has_value());
+  assert(n >= 0 && n % info->block_elems == 0);
+  return static_cast<size_t>(n / info->block_elems) * info->block_bytes;
+}
+
+void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
+  traits_or_die(type).to_float(src, dst, n);
+}
+
+void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
+  traits_or_die(type).from_float(src, dst, n);
+}
+
+float dot_row(GgmlType type, const void* row, const float* x, int64_t n) {
+  return traits_or_die(type).dot(row, x, n);
+}
+
+void matvec_rows(GgmlType type, const void* w, const float* x, float* out, int64_t n, int64_t r0,
+                 int64_t r1) {
+  const TypeTraits& traits = traits_or_die(type);
+  assert(n % traits.block_elems == 0);
+  const size_t stride = static_cast<size_t>(n / traits.block_elems) * traits.block_bytes;
+  const auto* base = static_cast<const uint8_t*>(w);
+  for (int64_t r = r0; r < r1; ++r) {
+    out[r] = traits.dot(base + static_cast<size_t>(r) * stride, x, n);
+  }
+}
+
+}  // namespace sq::kernels

@@ -1,0 +1,305 @@
+#include "model/blocks.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "base/error.h"
+#include "base/thread_pool.h"
+#include "model/gguf.h"
+#include "model/kv_cache.h"
+#include "ops/ops.h"
+
+namespace sq {
+
+namespace {
+
+int32_t to_i32(const GgufFile& file, const std::string& key, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    fail<FormatError>("{}: metadata '{}' is {}; expected a value in [{}, {}]", file.name(), key, v,
+                      lo, hi);
+  }
+  return static_cast<int32_t>(v);
+}
+
+TensorView view_of(const GgufFile& file, const GgufTensorInfo& ti) {
+  if (!ti.type_known() || !type_supported(ti.type())) {
+    fail<UnsupportedError>(
+        "{}: tensor '{}' has type {}, which squeeze does not support (supported: F32, F16, BF16, "
+        "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
+        file.name(), ti.name, type_name(ti.type_id));
+  }
+  TensorView v;
+  v.name = ti.name;
+  v.type = ti.type();
+  v.n_dims = static_cast<int>(ti.ne.size());
+  for (size_t d = 0; d < ti.ne.size(); ++d) v.ne[d] = static_cast<int64_t>(ti.ne[d]);
+  v.data = ti.data;
+  return v;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+TensorView check_shape(const GgufFile& file, const GgufTensorInfo& ti,
+                       std::initializer_list<int64_t> shape) {
+  std::vector<int64_t> want(shape);
+  std::vector<int64_t> seen(ti.ne.begin(), ti.ne.end());
+  // Trailing dimensions of 1 are the same shape.
+  while (seen.size() > 1 && seen.back() == 1) seen.pop_back();
+  while (want.size() > 1 && want.back() == 1) want.pop_back();
+  if (seen != want) {
+    fail<FormatError>("{}: tensor '{}' has shape {}; the hyper-parameters need {}", file.name(),
+                      ti.name, shape_str(seen), shape_str(want));
+  }
+  return view_of(file, ti);
+}
+
+}  // namespace
+
+ModelConfig read_decoder_config(const GgufFile& file, const std::string& arch) {
+  const std::string p = arch + ".";
+  auto req = [&](const std::string& k, int64_t lo, int64_t hi) {
+    return to_i32(file, p + k, file.require_int(p + k), lo, hi);
+  };
+  auto opt = [&](const std::string& k, int64_t fallback, int64_t lo, int64_t hi) {
+    return to_i32(file, p + k, file.get_int(p + k, fallback), lo, hi);
+  };
+  constexpr int64_t kBig = 1 << 24;
+  ModelConfig c;
+  c.arch = arch;
+  c.n_embd = req("embedding_length", 1, kBig);
+  c.n_layer = req("block_count", 1, 4096);
+  c.n_head = req("attention.head_count", 1, 4096);
+  c.n_head_kv = opt("attention.head_count_kv", c.n_head, 1, 4096);
+  c.n_ff = req("feed_forward_length", 1, kBig);
+  c.n_ctx_train = opt("context_length", 2048, 1, int64_t{1} << 30);
+  c.head_dim = opt("attention.key_length", c.n_embd / c.n_head, 1, 65536);
+  int32_t value_len = opt("attention.value_length", c.head_dim, 1, 65536);
+  if (value_len != c.head_dim) {
+    fail<UnsupportedError>("{}: key length {} differs from value length {}; squeeze needs them equal",
+                           file.name(), c.head_dim, value_len);
+  }
+  c.n_rot = opt("rope.dimension_count", c.head_dim, 2, 65536);
+  c.norm_eps = static_cast<float>(file.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5));
+  c.rope_freq_base = static_cast<float>(file.get_float(p + "rope.freq_base", 10000.0));
+  std::string scaling = file.get_string(p + "rope.scaling.type", "none");
+  if (scaling == "linear") {
+    double factor = file.get_float(p + "rope.scaling.factor", 1.0);
+    if (!(factor > 0)) {
+      fail<FormatError>("{}: rope.scaling.factor is {}; expected a positive number", file.name(), factor);
+    }
+    c.rope_freq_scale = static_cast<float>(1.0 / factor);
+  } else if (scaling != "none" && !scaling.empty()) {
+    fail<UnsupportedError>("{}: rope scaling '{}' is not supported (supported: none, linear)",
+                           file.name(), scaling);
+  }
+  c.n_expert = opt("expert_count", 0, 0, 1024);
+  c.n_expert_used = opt("expert_used_count", 0, 0, 1024);
+  // The vocabulary size: the key when present, else the embedding's row count.
+  if (auto v = file.get_int(p + "vocab_size")) {
+    c.n_vocab = to_i32(file, p + "vocab_size", *v, 1, int64_t{1} << 30);
+  } else if (const GgufTensorInfo* te = file.tensor("token_embd.weight"); te && te->ne.size() == 2) {
+    c.n_vocab = to_i32(file, "token_embd.weight rows", static_cast<int64_t>(te->ne[1]), 1,
+                       int64_t{1} << 30);
+  } else {
+    fail<FormatError>("{}: neither {}vocab_size nor a 2-D token_embd.weight gives the vocabulary size",
+                      file.name(), p);
+  }
+  c.validate(file.name());
+  return c;
+}
+
+void ModelConfig::validate(const std::string& source) const {
+  if (n_head % n_head_kv != 0) {
+    fail<FormatError>("{}: {} attention heads cannot be grouped over {} key/value heads", source,
+                      n_head, n_head_kv);
+  }
+  if (n_rot > head_dim || n_rot % 2 != 0) {
+    fail<FormatError>("{}: rope dimension count {} must be even and at most the head size {}", source,
+                      n_rot, head_dim);
+  }
+  if (n_expert > 0 && (n_expert_used < 1 || n_expert_used > n_expert)) {
+    fail<FormatError>("{}: expert_used_count is {}; expected 1 to expert_count ({})", source,
+                      n_expert_used, n_expert);
+  }
+  if (!(norm_eps > 0) || !(rope_freq_base > 0)) {
+    fail<FormatError>("{}: norm epsilon {} and rope base {} must be positive", source, norm_eps,
+                      rope_freq_base);
+  }
+}
+
+TensorView require_tensor(const GgufFile& file, const std::string& name,
+                          std::initializer_list<int64_t> shape) {
+  const GgufTensorInfo* ti = file.tensor(name);
+  if (ti == nullptr) {
+    fail<FormatError>("{}: tensor '{}' is missing", file.name(), name);
+  }
+  return check_shape(file, *ti, shape);
+}
+
+TensorView optional_tensor(const GgufFile& file, const std::string& name,
+                           std::initializer_list<int64_t> shape) {
+  const GgufTensorInfo* ti = file.tensor(name);
+  if (ti == nullptr) return {};
+  return check_shape(file, *ti, shape);
+}
+
+void bind_decoder(const GgufFile& file, Model& m, const DecoderBindOptions& options) {
+  const ModelConfig& c = m.config;
+  const int64_t E = c.n_embd, V = c.n_vocab, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
+  m.tok_embd = require_tensor(file, "token_embd.weight", {E, V});
+  m.output_norm = require_tensor(file, "output_norm.weight", {E});
+  m.output = optional_tensor(file, "output.weight", {E, V});
+  m.output_tied = m.output.empty();
+  if (m.output_tied) m.output = m.tok_embd;
+  TensorView freqs = optional_tensor(file, "rope_freqs.weight", {c.n_rot / 2});
+  if (!freqs.empty()) {
+    if (freqs.type != GgmlType::F32) {
+      fail<FormatError>("{}: rope_freqs.weight has type {}; expected F32", file.name(),
+                        type_name(freqs.type));
+    }
+    const auto* f = reinterpret_cast<const float*>(freqs.data);
+    m.rope_freq_factors.assign(f, f + c.n_rot / 2);
+  }
+  m.layers.resize(static_cast<size_t>(c.n_layer));
+  for (int32_t l = 0; l < c.n_layer; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    LayerWeights& L = m.layers[static_cast<size_t>(l)];
+    L.attn_norm = require_tensor(file, b + "attn_norm.weight", {E});
+    L.wq = require_tensor(file, b + "attn_q.weight", {E, Q});
+    L.wk = require_tensor(file, b + "attn_k.weight", {E, KV});
+    L.wv = require_tensor(file, b + "attn_v.weight", {E, KV});
+    L.wo = require_tensor(file, b + "attn_output.weight", {Q, E});
+    if (options.qkv_bias) {
+      L.bq = require_tensor(file, b + "attn_q.bias", {Q});
+      L.bk = require_tensor(file, b + "attn_k.bias", {KV});
+      L.bv = require_tensor(file, b + "attn_v.bias", {KV});
+    }
+    L.ffn_norm = require_tensor(file, b + "ffn_norm.weight", {E});
+    if (c.n_expert > 0) {
+      const int64_t X = c.n_expert;
+      L.ffn_gate_inp = require_tensor(file, b + "ffn_gate_inp.weight", {E, X});
+      if (file.tensor(b + "ffn_gate_exps.weight") == nullptr &&
+          file.tensor(b + "ffn_gate.0.weight") != nullptr) {
+        fail<UnsupportedError>("{}: experts stored as separate tensors ('{}ffn_gate.0.weight') are not "
+                               "supported; convert the file with a current GGUF converter, which "
+                               "stacks them into '{}ffn_gate_exps.weight'",
+                               file.name(), b, b);
+      }
+      L.ffn_gate_exps = require_tensor(file, b + "ffn_gate_exps.weight", {E, F, X});
+      L.ffn_up_exps = require_tensor(file, b + "ffn_up_exps.weight", {E, F, X});
+      L.ffn_down_exps = require_tensor(file, b + "ffn_down_exps.weight", {F, E, X});
+    } else {
+      L.ffn_gate = require_tensor(file, b + "ffn_gate.weight", {E, F});
+      L.ffn_up = require_tensor(file, b + "ffn_up.weight", {E, F});
+      L.ffn_down = require_tensor(file, b + "ffn_down.weight", {F, E});
+    }
+  }
+}
+
+namespace {
+
+// Mixtral-style routing: softmax over the router's logits, the top expert_used_count experts
+// (ties go to the lower index), their weights renormalised to sum to 1.
+void moe_ffn(const Model& m, const LayerWeights& L, const float* cur, int64_t n_tokens, float* out,
+             ThreadPool& pool) {
+  const ModelConfig& c = m.config;
+  const int64_t E = c.n_embd, F = c.n_ff, X = c.n_expert;
+  std::vector<float> router(static_cast<size_t>(n_tokens * X));
+  ops::matmul(L.ffn_gate_inp, cur, n_tokens, router.data(), pool);
+  std::vector<float> gate(static_cast<size_t>(F)), up(static_cast<size_t>(F)),
+      act(static_cast<size_t>(F)), down(static_cast<size_t>(E));
+  std::vector<int32_t> order(static_cast<size_t>(X));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    float* probs = router.data() + t * X;
+    ops::softmax(probs, X);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return probs[a] > probs[b]; });
+    float total = 0.0f;
+    for (int32_t k = 0; k < c.n_expert_used; ++k) total += probs[order[static_cast<size_t>(k)]];
+    float* o = out + t * E;
+    std::fill(o, o + E, 0.0f);
+    for (int32_t k = 0; k < c.n_expert_used; ++k) {
+      const int32_t e = order[static_cast<size_t>(k)];
+      const float w = probs[e] / total;
+      ops::matmul(L.ffn_gate_exps.slice(e), cur + t * E, 1, gate.data(), pool);
+      ops::matmul(L.ffn_up_exps.slice(e), cur + t * E, 1, up.data(), pool);
+      ops::swiglu(gate.data(), up.data(), act.data(), F);
+      ops::matmul(L.ffn_down_exps.slice(e), act.data(), 1, down.data(), pool);
+      for (int64_t i = 0; i < E; ++i) o[i] += w * down[static_cast<size_t>(i)];
+    }
+  }
+}
+
+}  // namespace
+
+void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, KvCache& kv,
+                 ThreadPool& pool, std::span<float> logits, bool all_logits) {
+  const ModelConfig& c = m.config;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  assert(n > 0 && pos0 == kv.size() && pos0 + n <= kv.capacity());
+  const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
+  assert(static_cast<int64_t>(logits.size()) >= (all_logits ? n : 1) * c.n_vocab);
+
+  std::vector<float> x(static_cast<size_t>(n * E)), cur(x.size()), tmp(x.size());
+  std::vector<float> q(static_cast<size_t>(n * Q)), attn(q.size());
+  std::vector<float> k(static_cast<size_t>(n * KV)), v(k.size());
+  std::vector<float> gate, up;
+  if (c.n_expert == 0) {
+    gate.resize(static_cast<size_t>(n * F));
+    up.resize(gate.size());
+  }
+  ops::embed(m.tok_embd, tokens, x.data());
+
+  ops::RopeOptions rope;
+  rope.mode = c.rope_style == RopeStyle::Neox ? ops::RopeMode::Neox : ops::RopeMode::Adjacent;
+  rope.n_rot = c.n_rot;
+  rope.freq_base = c.rope_freq_base;
+  rope.freq_scale = c.rope_freq_scale;
+  rope.freq_factors = m.rope_freq_factors;
+  ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim, kv.row_stride()};
+
+  for (int32_t l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = m.layers[static_cast<size_t>(l)];
+    ops::rms_norm(x.data(), L.attn_norm, c.norm_eps, n, E, cur.data());
+    ops::matmul(L.wq, cur.data(), n, q.data(), pool, &L.bq);
+    ops::matmul(L.wk, cur.data(), n, k.data(), pool, &L.bk);
+    ops::matmul(L.wv, cur.data(), n, v.data(), pool, &L.bv);
+    ops::rope(q.data(), n, c.n_head, c.head_dim, pos0, rope);
+    ops::rope(k.data(), n, c.n_head_kv, c.head_dim, pos0, rope);
+    for (int64_t t = 0; t < n; ++t) {
+      const auto pos = static_cast<int32_t>(pos0 + t);
+      std::memcpy(kv.k(l, pos), k.data() + t * KV, static_cast<size_t>(KV) * sizeof(float));
+      std::memcpy(kv.v(l, pos), v.data() + t * KV, static_cast<size_t>(KV) * sizeof(float));
+    }
+    ops::attention(q.data(), kv.k(l, 0), kv.v(l, 0), n, pos0, shape, attn.data(), pool);
+    ops::matmul(L.wo, attn.data(), n, tmp.data(), pool);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+
+    ops::rms_norm(x.data(), L.ffn_norm, c.norm_eps, n, E, cur.data());
+    if (c.n_expert > 0) {
+      moe_ffn(m, L, cur.data(), n, tmp.data(), pool);
+    } else {
+      ops::matmul(L.ffn_gate, cur.data(), n, gate.data(), pool);
+      ops::matmul(L.ffn_up, cur.data(), n, up.data(), pool);
+      ops::swiglu(gate.data(), up.data(), gate.data(), n * F);
+      ops::matmul(L.ffn_down, gate.data(), n, tmp.data(), pool);
+    }
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+  }
+  kv.grow_to(static_cast<int32_t>(pos0 + n));
+
+  const int64_t first = all_logits ? 0 : n - 1;
+  const int64_t rows = n - first;
+  ops::rms_norm(x.data() + first * E, m.output_norm, c.norm_eps, rows, E, cur.data());
+  ops::matmul(m.output, cur.data(), rows, logits.data(), pool);
+}
+
+}  // namespace sq

@@ -1,0 +1,196 @@
+#include "ops/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "base/error.h"
+#include "base/thread_pool.h"
+#include "kernels/quant.h"
+
+namespace sq {
+
+size_t TensorView::row_size() const { return kernels::row_bytes(type, ne[0]); }
+
+TensorView TensorView::slice(int64_t i) const {
+  TensorView s = *this;
+  s.ne[2] = 1;
+  s.ne[3] = 1;
+  s.n_dims = 2;
+  s.data = data + static_cast<size_t>(i) * row_size() * static_cast<size_t>(ne[1]);
+  s.name = name + "[" + std::to_string(i) + "]";
+  return s;
+}
+
+namespace ops {
+
+namespace {
+
+void require_f32_vector(const TensorView& t, int64_t width, const char* what) {
+  if (t.empty() || t.type != GgmlType::F32 || t.n_elements() != width) {
+    fail<InvalidArgument>("{} '{}': expected an F32 vector of {} elements, got {} of {} elements",
+                          what, t.name, width, type_name(t.type), t.n_elements());
+  }
+}
+
+}  // namespace
+
+void rms_norm(const float* x, const TensorView& weight, float eps, int64_t n_tokens, int64_t width,
+              float* out) {
+  require_f32_vector(weight, width, "norm weight");
+  const auto* w = reinterpret_cast<const float*>(weight.data);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* xr = x + t * width;
+    float* o = out + t * width;
+    double ss = 0.0;
+    for (int64_t i = 0; i < width; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(width) + eps));
+    for (int64_t i = 0; i < width; ++i) o[i] = (xr[i] * scale) * w[i];
+  }
+}
+
+void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, ThreadPool& pool,
+            const TensorView* bias) {
+  if (w.empty() || !type_supported(w.type)) {
+    fail<UnsupportedError>("tensor '{}' has type {}, which squeeze cannot multiply with", w.name,
+                           type_name(w.type));
+  }
+  if (w.ne[2] != 1 || w.ne[3] != 1) {
+    fail<InvalidArgument>("matmul: tensor '{}' is not a matrix", w.name);
+  }
+  const int64_t n_in = w.ne[0];
+  const int64_t n_out = w.ne[1];
+  if (bias != nullptr && !bias->empty()) require_f32_vector(*bias, n_out, "bias");
+  const float* b = (bias != nullptr && !bias->empty()) ? reinterpret_cast<const float*>(bias->data)
+                                                      : nullptr;
+  // Rows are the unit of work; each output element is one dot_row call whatever the split.
+  pool.parallel_for(
+      n_out,
+      [&](int64_t r0, int64_t r1) {
+        constexpr int64_t kRowBlock = 16;
+        for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+          const int64_t re = std::min(r1, rb + kRowBlock);
+          for (int64_t t = 0; t < n_tokens; ++t) {
+            const float* xt = x + t * n_in;
+            float* ot = out + t * n_out;
+            for (int64_t r = rb; r < re; ++r) {
+              float v = kernels::dot_row(w.type, w.row(r), xt, n_in);
+              ot[r] = b != nullptr ? v + b[r] : v;
+            }
+          }
+        }
+      },
+      16);
+}
+
+void embed(const TensorView& table, std::span<const int32_t> tokens, float* out) {
+  if (table.empty() || !type_supported(table.type)) {
+    fail<UnsupportedError>("embedding '{}' has type {}, which squeeze cannot read", table.name,
+                           type_name(table.type));
+  }
+  const int64_t width = table.ne[0];
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    if (tokens[t] < 0 || tokens[t] >= table.n_rows()) {
+      fail<InvalidArgument>("token id {} is out of range: the vocabulary has {} tokens", tokens[t],
+                            table.n_rows());
+    }
+    kernels::dequantize_row(table.type, table.row(tokens[t]), out + t * width, width);
+  }
+}
+
+void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t pos0,
+          const RopeOptions& o) {
+  if (o.n_rot <= 0 || o.n_rot > head_dim || o.n_rot % 2 != 0) {
+    fail<InvalidArgument>("rope: rotary dimensions {} must be even and within the head size {}",
+                          o.n_rot, head_dim);
+  }
+  const int32_t half = o.n_rot / 2;
+  if (!o.freq_factors.empty() && static_cast<int32_t>(o.freq_factors.size()) != half) {
+    fail<InvalidArgument>("rope: {} frequency factors given; expected {}", o.freq_factors.size(), half);
+  }
+  std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float pos = static_cast<float>(pos0 + t) * o.freq_scale;
+    for (int32_t i = 0; i < half; ++i) {
+      float freq = 1.0f / std::pow(o.freq_base, static_cast<float>(2 * i) / static_cast<float>(o.n_rot));
+      if (!o.freq_factors.empty()) freq /= o.freq_factors[static_cast<size_t>(i)];
+      const float theta = pos * freq;
+      cos_t[static_cast<size_t>(i)] = std::cos(theta);
+      sin_t[static_cast<size_t>(i)] = std::sin(theta);
+    }
+    for (int32_t h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * head_dim;
+      for (int32_t i = 0; i < half; ++i) {
+        const int32_t a = o.mode == RopeMode::Adjacent ? 2 * i : i;
+        const int32_t b = o.mode == RopeMode::Adjacent ? 2 * i + 1 : i + half;
+        const float c = cos_t[static_cast<size_t>(i)], s = sin_t[static_cast<size_t>(i)];
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+void swiglu(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  if (mx == -std::numeric_limits<float>::infinity()) {
+    for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / static_cast<float>(n);
+    return;
+  }
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void attention(const float* q, const float* k, const float* v, int64_t n_tokens, int32_t pos0,
+               const AttentionShape& s, float* out, ThreadPool& pool) {
+  if (s.n_head <= 0 || s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0 || s.head_dim <= 0) {
+    fail<InvalidArgument>("attention: {} query heads cannot share {} key/value heads", s.n_head,
+                          s.n_head_kv);
+  }
+  const int32_t group = s.n_head / s.n_head_kv;
+  const int64_t hd = s.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t n_ctx = pos0 + n_tokens;
+  pool.parallel_for(n_tokens * s.n_head, [&](int64_t j0, int64_t j1) {
+    std::vector<float> scores(static_cast<size_t>(n_ctx));
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t t = j / s.n_head;
+      const int32_t h = static_cast<int32_t>(j % s.n_head);
+      const int32_t hk = h / group;
+      const float* qh = q + (t * s.n_head + h) * hd;
+      const int64_t n_keys = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
+      for (int64_t p = 0; p < n_keys; ++p) {
+        const float* kp = k + p * s.kv_stride + hk * hd;
+        float dot = 0.0f;
+        for (int64_t d = 0; d < hd; ++d) dot += qh[d] * kp[d];
+        scores[static_cast<size_t>(p)] = dot * scale;
+      }
+      softmax(scores.data(), n_keys);
+      float* oh = out + (t * s.n_head + h) * hd;
+      std::fill(oh, oh + hd, 0.0f);
+      for (int64_t p = 0; p < n_keys; ++p) {
+        const float* vp = v + p * s.kv_stride + hk * hd;
+        const float w = scores[static_cast<size_t>(p)];
+        for (int64_t d = 0; d < hd; ++d) oh[d] += w * vp[d];
+      }
+    }
+  });
+}
+
+}  // namespace ops
+}  // namespace sq

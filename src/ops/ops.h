@@ -1,0 +1,66 @@
+// Operations of the forward pass. Each op checks shapes and types (throwing InvalidArgument on
+// misuse) and then runs kernels that neither throw nor allocate (STYLE.md, item 6).
+//
+// Activations are row-major [n_tokens, width] f32 arrays. Every op computes an output element by
+// the same sequence of floating-point operations whatever the number of tokens or threads
+// (DESIGN.md, invariant 2): work is split over outputs, reductions run in a fixed order.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "ops/tensor.h"
+
+namespace sq {
+
+class ThreadPool;
+
+namespace ops {
+
+// out[t] = x[t] / rms(x[t]) * weight, for each of n_tokens rows of `width` (weight: F32 [width]).
+void rms_norm(const float* x, const TensorView& weight, float eps, int64_t n_tokens, int64_t width,
+              float* out);
+
+// out[t, r] = sum_i W[r, i] * x[t, i]  (+ bias[r] when bias is not empty), for W of ne {n_in, n_out}.
+void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, ThreadPool& pool,
+            const TensorView* bias = nullptr);
+
+// Looks up rows of an embedding table of any supported type: out[t] = dequantized row tokens[t].
+void embed(const TensorView& table, std::span<const int32_t> tokens, float* out);
+
+enum class RopeMode { Adjacent, Neox };
+
+struct RopeOptions {
+  RopeMode mode = RopeMode::Adjacent;
+  int32_t n_rot = 0;        // leading dimensions of each head that rotate (even)
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;  // positions are multiplied by this (linear scaling)
+  std::span<const float> freq_factors;  // [n_rot/2] divisors of each frequency (Llama 3.1), or empty
+};
+
+// Rotates each of n_heads heads of head_dim in x [n_tokens, n_heads * head_dim] in place; token t
+// is at position pos0 + t.
+void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t pos0,
+          const RopeOptions& options);
+
+// out = silu(gate) * up, elementwise over n values.
+void swiglu(const float* gate, const float* up, float* out, int64_t n);
+
+// In-place softmax over n values, in a fixed order. -inf entries get probability 0.
+void softmax(float* x, int64_t n);
+
+struct AttentionShape {
+  int32_t n_head = 0;
+  int32_t n_head_kv = 0;
+  int32_t head_dim = 0;
+  int64_t kv_stride = 0;  // floats between the rows of consecutive positions in k and v
+};
+
+// Causal multi-head attention with grouped K/V heads. q: [n_tokens, n_head * head_dim], token t at
+// position pos0 + t; k, v: rows for positions 0 .. pos0 + n_tokens - 1 (already holding the new
+// tokens). out: [n_tokens, n_head * head_dim].
+void attention(const float* q, const float* k, const float* v, int64_t n_tokens, int32_t pos0,
+               const AttentionShape& shape, float* out, ThreadPool& pool);
+
+}  // namespace ops
+}  // namespace sq
