@@ -13,7 +13,6 @@ int main(int argc, char** argv) {
   CLI::App app{"squeeze: run, measure and serve open-weight language models on a CPU"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "squeeze 0.1.0");
-  app.formatter()->column_width(34);
 
   std::vector<std::pair<CLI::App*, sq::cli::Runner>> commands;
   auto add = [&](sq::cli::Runner (*adder)(CLI::App&)) {

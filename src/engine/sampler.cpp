@@ -27,10 +27,19 @@ float max_logit(const Candidates& c) {
   return m;
 }
 
-// exp(logit - max) that stays sane when max is +inf: the tokens at +inf share the mass.
-double weight(float logit, float max) {
-  if (logit == max) return 1.0;
-  return std::exp(static_cast<double>(logit) - static_cast<double>(max));
+// exp(logit - max), in float for speed (sums are kept in double); stays sane when max is +inf:
+// the tokens at +inf then share all the mass.
+float weight(float logit, float max) {
+  if (logit == max) return 1.0f;
+  return std::exp(logit - max);
+}
+
+// Probability of live entry `at` under the softmax of the live logits.
+double softmax_at(const Candidates& c, size_t at) {
+  const float max = max_logit(c);
+  double sum = 0.0;
+  for (size_t i = 0; i < c.size; ++i) sum += weight(c.data[i].logit, max);
+  return weight(c.data[at].logit, max) / sum;
 }
 
 [[noreturn]] void fail_nothing_left(size_t n) {
@@ -145,16 +154,55 @@ class PenaltyStage final : public SamplerStage {
   size_t head_ = 0;
 };
 
+// Orders [begin, begin + n) so that its first m entries are the m best in canonical order, sorted,
+// where m is the fewest whose weights, added to `cumulative`, reach `target`. Returns m, or n when
+// the target is not reached. Mass usually sits in a few tokens, so a growing prefix is selected
+// and sorted instead of the whole range: O(n + m log m) plus the rounds that overshoot.
+size_t sorted_prefix_reaching(TokenData* begin, size_t n, bool sorted, float max,
+                              double cumulative, double target) {
+  size_t done = 0;
+  size_t upto = sorted ? n : std::min<size_t>(n, 64);
+  for (;;) {
+    if (!sorted) {
+      if (upto < n) std::nth_element(begin + done, begin + upto, begin + n, ranks_before);
+      std::sort(begin + done, begin + upto, ranks_before);
+    }
+    for (size_t i = done; i < upto; ++i) {
+      cumulative += static_cast<double>(weight(begin[i].logit, max));
+      if (cumulative >= target) return i + 1;
+    }
+    done = upto;
+    if (upto == n) return n;
+    upto = std::min(n, upto * 8);
+  }
+}
+
 class TopKStage final : public SamplerStage {
  public:
-  explicit TopKStage(int32_t k) : k_(static_cast<size_t>(k)) {}
+  explicit TopKStage(int32_t k) : k_(static_cast<size_t>(k)) { heap_.reserve(k_); }
 
   void apply(Candidates& c) override {
     if (k_ >= c.size) return;
     if (!c.sorted) {
       TokenData* begin = c.data.data();
-      std::nth_element(begin, begin + k_, begin + c.size, ranks_before);
-      std::sort(begin, begin + k_, ranks_before);
+      if (k_ * 16 <= c.size) {
+        // A bounded heap whose top is the worst kept: one comparison for most tokens, against
+        // the two or three passes and swaps of nth_element over the whole vocabulary.
+        heap_.assign(begin, begin + k_);
+        std::make_heap(heap_.begin(), heap_.end(), ranks_before);
+        for (size_t i = k_; i < c.size; ++i) {
+          if (ranks_before(begin[i], heap_.front())) {
+            std::pop_heap(heap_.begin(), heap_.end(), ranks_before);
+            heap_.back() = begin[i];
+            std::push_heap(heap_.begin(), heap_.end(), ranks_before);
+          }
+        }
+        std::sort_heap(heap_.begin(), heap_.end(), ranks_before);
+        std::copy(heap_.begin(), heap_.end(), begin);
+      } else {
+        std::nth_element(begin, begin + k_, begin + c.size, ranks_before);
+        std::sort(begin, begin + k_, ranks_before);
+      }
       c.sorted = true;
     }
     c.size = k_;
@@ -163,50 +211,78 @@ class TopKStage final : public SamplerStage {
 
  private:
   size_t k_;
+  std::vector<TokenData> heap_;  // [k] scratch
 };
 
 class TopPStage final : public SamplerStage {
  public:
-  explicit TopPStage(float p) : p_(p) {}
+  TopPStage(float p, int32_t n_vocab)
+      : p_(p), scratch_(static_cast<size_t>(n_vocab)), bucket_of_(static_cast<size_t>(n_vocab)) {}
 
   void apply(Candidates& c) override {
     const float max = max_logit(c);
     if (c.size <= 1 || max == kNegInf) return;
-    double sum = 0.0;
-    for (size_t i = 0; i < c.size; ++i) sum += weight(c.data[i].logit, max);
-    const double target = static_cast<double>(p_) * sum;
 
-    // Most of the mass usually sits in a few tokens: order a growing prefix instead of sorting
-    // the whole vocabulary. Each round selects and sorts only the next slice.
-    TokenData* begin = c.data.data();
-    double cumulative = 0.0;
-    size_t done = 0;
-    size_t upto = c.sorted ? c.size : std::min<size_t>(c.size, 128);
-    for (;;) {
-      if (!c.sorted) {
-        if (upto < c.size) std::nth_element(begin + done, begin + upto, begin + c.size, ranks_before);
-        std::sort(begin + done, begin + upto, ranks_before);
-      }
-      for (size_t i = done; i < upto; ++i) {
-        cumulative += weight(c.data[i].logit, max);
-        if (cumulative >= target) {
-          c.size = i + 1;
-          c.sorted = true;
-          c.indexed = false;
-          return;
-        }
-      }
-      done = upto;
-      if (upto == c.size) break;
-      upto = std::min(c.size, upto * 8);
+    if (c.sorted || c.size <= kSmall) {
+      double sum = 0.0;
+      for (size_t i = 0; i < c.size; ++i) sum += static_cast<double>(weight(c.data[i].logit, max));
+      const double target = static_cast<double>(p_) * sum;
+      c.size = sorted_prefix_reaching(c.data.data(), c.size, c.sorted, max, 0.0, target);
+      c.sorted = true;
+      c.indexed = false;
+      return;
     }
-    // Rounding kept the sum just short of the target: everything stays, now sorted.
-    c.sorted = true;
-    c.indexed = false;
+
+    // Large and unsorted (top-k off): bucket the tokens by logit below the maximum, find the
+    // bucket where the mass crosses the target, and order only that bucket. A bucket is a
+    // monotone function of the logit, so every token in an earlier bucket ranks before every
+    // token in a later one. O(n_vocab) plus the sort of one bucket; the survivors keep their
+    // vocabulary order.
+    std::fill(std::begin(mass_), std::end(mass_), 0.0);
+    for (size_t i = 0; i < c.size; ++i) {
+      const uint16_t b = bucket(c.data[i].logit, max);
+      bucket_of_[i] = b;
+      mass_[b] += static_cast<double>(weight(c.data[i].logit, max));
+    }
+    double sum = 0.0;
+    for (double m : mass_) sum += m;
+    const double target = static_cast<double>(p_) * sum;
+    double before = 0.0;
+    size_t cross = 0;
+    while (cross < kBuckets && before + mass_[cross] < target) before += mass_[cross++];
+    if (cross == kBuckets) return;  // rounding left the total short of the target: keep all
+
+    size_t n = 0;
+    for (size_t i = 0; i < c.size; ++i) {
+      if (bucket_of_[i] == cross) scratch_[n++] = c.data[i];
+    }
+    const size_t m = sorted_prefix_reaching(scratch_.data(), n, false, max, before, target);
+    const TokenData last = scratch_[m - 1];  // the worst token kept
+    size_t kept = 0;
+    for (size_t i = 0; i < c.size; ++i) {
+      const TokenData t = c.data[i];
+      const size_t b = bucket_of_[i];
+      if (b < cross || (b == cross && !ranks_before(last, t))) c.data[kept++] = t;
+    }
+    if (kept != c.size) c.indexed = false;
+    c.size = kept;
   }
 
  private:
+  static constexpr size_t kSmall = 1024;
+  static constexpr size_t kBuckets = 512;
+  // Buckets of 1/16 in logit; everything 32 or more below the maximum (weight < 1.3e-14) shares
+  // the last one.
+  static uint16_t bucket(float logit, float max) {
+    if (logit == max) return 0;
+    const float d = (max - logit) * 16.0f;
+    return static_cast<uint16_t>(d >= static_cast<float>(kBuckets - 1) ? kBuckets - 1 : d);
+  }
+
   float p_;
+  double mass_[kBuckets] = {};
+  std::vector<TokenData> scratch_;  // [n_vocab] the crossing bucket
+  std::vector<uint16_t> bucket_of_;  // [n_vocab] bucket of each live entry
 };
 
 class MinPStage final : public SamplerStage {
@@ -263,16 +339,16 @@ class DistStage final : public SamplerStage {
     double sum = 0.0;
     for (size_t i = 0; i < c.size; ++i) {
       weights_[i] = weight(c.data[i].logit, max);
-      sum += weights_[i];
+      sum += static_cast<double>(weights_[i]);
     }
     const double u = rng_.next_double() * sum;
     double cumulative = 0.0;
     size_t chosen = c.size;
     size_t last_nonzero = 0;
     for (size_t i = 0; i < c.size; ++i) {
-      if (weights_[i] <= 0.0) continue;
+      if (weights_[i] <= 0.0f) continue;
       last_nonzero = i;
-      cumulative += weights_[i];
+      cumulative += static_cast<double>(weights_[i]);
       if (u < cumulative) {
         chosen = i;
         break;
@@ -281,7 +357,7 @@ class DistStage final : public SamplerStage {
     // u < sum always, but a sum rounded differently from the running total can leave u past it.
     if (chosen == c.size) chosen = last_nonzero;
     c.selected = c.data[chosen].id;
-    c.probability = static_cast<float>(weights_[chosen] / sum);
+    c.selected_at = chosen;
   }
 
   void reset() override { rng_.reseed(seed_); }
@@ -289,7 +365,7 @@ class DistStage final : public SamplerStage {
  private:
   uint64_t seed_;
   Rng rng_;
-  std::vector<double> weights_;  // [n_vocab] scratch
+  std::vector<float> weights_;  // [n_vocab] scratch
 };
 
 class GreedyStage final : public SamplerStage {
@@ -300,12 +376,9 @@ class GreedyStage final : public SamplerStage {
     for (size_t i = 1; i < c.size; ++i) {
       if (ranks_before(c.data[i], c.data[best])) best = i;
     }
-    const float max = c.data[best].logit;
-    if (max == kNegInf) fail_nothing_left(c.size);
-    double sum = 0.0;
-    for (size_t i = 0; i < c.size; ++i) sum += weight(c.data[i].logit, max);
+    if (c.data[best].logit == kNegInf) fail_nothing_left(c.size);
     c.selected = c.data[best].id;
-    c.probability = static_cast<float>(1.0 / sum);
+    c.selected_at = best;
   }
 };
 
@@ -384,7 +457,7 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab)
   if (params_.top_k > 0 && params_.top_k < n_vocab) {
     chain_.push_back(std::make_unique<TopKStage>(params_.top_k));
   }
-  if (params_.top_p < 1.0f) chain_.push_back(std::make_unique<TopPStage>(params_.top_p));
+  if (params_.top_p < 1.0f) chain_.push_back(std::make_unique<TopPStage>(params_.top_p, n_vocab));
   if (params_.min_p > 0.0f) chain_.push_back(std::make_unique<MinPStage>(params_.min_p));
   if (params_.temperature != 1.0f) {
     chain_.push_back(std::make_unique<TemperatureStage>(params_.temperature));
@@ -409,10 +482,9 @@ int32_t Sampler::sample(std::span<const float> logits) {
   c.indexed = true;
   c.sorted = false;
   c.selected = -1;
-  c.probability = 0.0f;
+  c.selected_at = 0;
   for (auto& stage : chain_) stage->apply(c);
-  assert(c.selected >= 0 && c.selected < n_vocab_);
-  last_probability_ = c.probability;
+  assert(c.selected >= 0 && c.selected < n_vocab_ && c.selected_at < c.size);
   return c.selected;
 }
 
@@ -425,7 +497,12 @@ void Sampler::accept(int32_t token) {
 
 void Sampler::reset() {
   for (auto& stage : chain_) stage->reset();
-  last_probability_ = 0.0f;
+  candidates_.selected = -1;
+}
+
+float Sampler::last_probability() const {
+  if (candidates_.selected < 0) return 0.0f;
+  return static_cast<float>(softmax_at(candidates_, candidates_.selected_at));
 }
 
 }  // namespace sq

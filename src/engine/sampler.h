@@ -76,9 +76,9 @@ struct Candidates {
   bool indexed = false;
   // Live entries are in descending logit order, ties by ascending id.
   bool sorted = false;
-  // Set by the final stage.
+  // Set by the final stage: the token and its place among the live entries.
   int32_t selected = -1;
-  float probability = 0.0f;  // of `selected` under the distribution it was drawn from
+  size_t selected_at = 0;
 
   std::span<TokenData> live() { return {data.data(), size}; }
 };
@@ -122,9 +122,11 @@ class Sampler {
   // Forgets the history and puts the random stream back to the seed.
   void reset();
 
-  // Probability of the last sampled token under the distribution it was drawn from: after
-  // truncation and temperature, or, when greedy, the softmax of the biased and penalised logits.
-  float last_probability() const { return last_probability_; }
+  // Probability of the last sampled token under the distribution it was drawn from: the softmax
+  // of the survivors after truncation and temperature or, when greedy, of the biased and
+  // penalised logits. Computed on request, O(survivors); 0 before the first sample or after
+  // reset().
+  float last_probability() const;
 
   const SamplingParams& params() const { return params_; }
   int32_t n_vocab() const { return n_vocab_; }
@@ -134,7 +136,6 @@ class Sampler {
   int32_t n_vocab_;
   Candidates candidates_;
   std::vector<std::unique_ptr<SamplerStage>> chain_;
-  float last_probability_ = 0.0f;
 };
 
 }  // namespace sq

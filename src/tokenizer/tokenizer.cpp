@@ -122,10 +122,20 @@ std::unique_ptr<Tokenizer> Tokenizer::create(VocabData d) {
   t->add_space_prefix_ = t->model_ == Model::Spm && d.add_space_prefix;
   t->chat_template_ = std::move(d.chat_template);
 
-  // Later duplicates win, as in llama.cpp. Empty strings can never be matched.
+  // Among tokens with the same text, a plain token (normal, byte) wins over a special one, so that
+  // merging and byte lookups stay in the model's own alphabet (DeepSeek repeats byte characters as
+  // user-defined tokens, which decode differently); otherwise the later one wins, as in llama.cpp.
+  // Empty strings can never be matched.
+  const auto plain = [&](int32_t id) {
+    const TokenType ty = t->types_[id];
+    return ty == TokenType::Normal || ty == TokenType::Undefined || ty == TokenType::Byte;
+  };
   t->text_to_id_.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    if (!t->tokens_[i].empty()) t->text_to_id_[t->tokens_[i]] = static_cast<int32_t>(i);
+    if (t->tokens_[i].empty()) continue;
+    const auto id = static_cast<int32_t>(i);
+    auto [it, inserted] = t->text_to_id_.try_emplace(t->tokens_[i], id);
+    if (!inserted && (plain(id) || !plain(it->second))) it->second = id;
   }
 
   for (size_t i = 0; i < n; ++i) {
@@ -234,6 +244,20 @@ TokenType Tokenizer::token_type(int32_t id) const {
 float Tokenizer::token_score(int32_t id) const {
   check_id(id);
   return scores_[id];
+}
+
+bool Tokenizer::represents_byte(uint8_t byte) const {
+  const int32_t id = model_ == Model::Spm ? byte_token_[byte] : byte_char_token_[byte];
+  if (id < 0) return false;
+  const std::string bytes = token_bytes(id);
+  return bytes.size() == 1 && static_cast<uint8_t>(bytes[0]) == byte;
+}
+
+bool Tokenizer::represents_all_bytes() const {
+  for (int b = 0; b < 256; ++b) {
+    if (!represents_byte(static_cast<uint8_t>(b))) return false;
+  }
+  return true;
 }
 
 bool Tokenizer::is_eog(int32_t id) const { return std::binary_search(eog_.begin(), eog_.end(), id); }

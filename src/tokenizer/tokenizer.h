@@ -91,6 +91,12 @@ class Tokenizer {
   float token_score(int32_t id) const;
   // The id of a token by its stored text, -1 when there is none.
   int32_t find_token(std::string_view text) const;
+  // Whether a byte that the merges leave alone still has a token that decodes to exactly that byte
+  // (a byte token, or a byte-level character). Text made of such bytes round-trips exactly; many
+  // byte-level vocabularies lack bytes that never occur in UTF-8 (0xC0, 0xC1, 0xF5..0xFF), and some
+  // lack control characters.
+  bool represents_byte(uint8_t byte) const;
+  bool represents_all_bytes() const;
 
   int32_t n_vocab() const { return static_cast<int32_t>(tokens_.size()); }
   int32_t bos() const { return bos_; }

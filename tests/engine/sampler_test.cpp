@@ -259,6 +259,37 @@ TEST(Sampler, TopPOnLargeFlatVocabularyKeepsExactCount) {
   }
 }
 
+TEST(Sampler, TopPOnLargeVocabularyMatchesFullSort) {
+  // Above a thousand candidates without top-k, top-p selects by buckets of logit; hold it against
+  // the definition: sort everything, keep the shortest prefix reaching p.
+  const int32_t n = 20000;
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    for (float top_p : {0.3f, 0.9f, 0.999f}) {
+      std::vector<float> logits = random_logits(n, seed, seed == 3 ? 20.0f : 5.0f);
+      std::vector<double> probs = softmax(logits);
+      std::vector<int32_t> order(n);
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+      std::vector<bool> keep(n, false);
+      double cumulative = 0, kept_mass = 0;
+      for (int32_t id : order) {
+        keep[id] = true;
+        kept_mass += probs[id];
+        cumulative += probs[id];
+        if (cumulative >= top_p) break;
+      }
+      SamplingParams p = plain(seed);
+      p.top_p = top_p;
+      Sampler s(p, n);
+      for (int i = 0; i < 50; ++i) {
+        int32_t t = s.sample(logits);
+        ASSERT_TRUE(keep[t]) << "token " << t << " outside the top-p set, p " << top_p;
+        EXPECT_NEAR(s.last_probability(), probs[t] / kept_mass, 1e-4 * probs[t] / kept_mass);
+      }
+    }
+  }
+}
+
 TEST(Sampler, MinPThresholdIsRelativeToTheMaximum) {
   std::vector<double> probs = {0.5, 0.2, 0.04, 0.26};
   std::vector<float> logits = log_probs(probs);

@@ -1,0 +1,228 @@
+// Loading and running models built with the synthetic-model writer: batch and thread-count
+// invariance of the logits, refusal of unsupported types and architectures, shape checks.
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "base/error.h"
+#include "base/thread_pool.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "model/synth.h"
+#include "support.h"
+
+namespace sq {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("squeeze-model-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path path_;
+};
+
+std::vector<int32_t> test_tokens(int n, int vocab) {
+  std::vector<int32_t> ids;
+  uint32_t x = 12345;
+  for (int i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    ids.push_back(static_cast<int32_t>((x >> 8) % static_cast<uint32_t>(vocab)));
+  }
+  return ids;
+}
+
+std::vector<float> run_batched(const Model& m, const std::vector<int32_t>& ids, int threads) {
+  ThreadPool pool(threads);
+  KvCache kv(m.config, static_cast<int32_t>(ids.size()));
+  std::vector<float> out(ids.size() * static_cast<size_t>(m.config.n_vocab));
+  m.forward(ids, 0, kv, pool, out, true);
+  return out;
+}
+
+std::vector<float> run_one_by_one(const Model& m, const std::vector<int32_t>& ids, int threads) {
+  ThreadPool pool(threads);
+  KvCache kv(m.config, static_cast<int32_t>(ids.size()));
+  const size_t V = static_cast<size_t>(m.config.n_vocab);
+  std::vector<float> out(ids.size() * V);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    m.forward(std::span<const int32_t>(&ids[t], 1), static_cast<int32_t>(t), kv, pool,
+              std::span<float>(out.data() + t * V, V), false);
+  }
+  return out;
+}
+
+struct InvarianceCase {
+  std::string name;
+  SynthSpec spec;
+};
+
+class InvarianceTest : public ::testing::TestWithParam<InvarianceCase> {};
+
+// DESIGN.md invariant 2: the logits of a sequence computed in one batch equal, bit for bit, the
+// logits computed token by token, on 1 and on 2 threads.
+TEST_P(InvarianceTest, BatchAndThreadInvariantBitForBit) {
+  TempDir dir;
+  const std::string path = dir.file("m.gguf");
+  synth_model(GetParam().spec).write(path);
+  auto model = load_model(path);
+  auto ids = test_tokens(23, model->config.n_vocab);
+  auto reference = run_batched(*model, ids, 1);
+  for (int threads : {1, 2, 3}) {
+    auto batched = run_batched(*model, ids, threads);
+    auto single = run_one_by_one(*model, ids, threads);
+    ASSERT_EQ(0, std::memcmp(reference.data(), batched.data(), reference.size() * sizeof(float)))
+        << "batched logits depend on the thread count (" << threads << ")";
+    ASSERT_EQ(0, std::memcmp(reference.data(), single.data(), reference.size() * sizeof(float)))
+        << "token-by-token logits differ from batched ones on " << threads << " threads";
+  }
+  for (float v : reference) ASSERT_TRUE(std::isfinite(v));
+}
+
+std::vector<InvarianceCase> invariance_cases() {
+  std::vector<InvarianceCase> out;
+  SynthSpec base;
+  out.push_back({"llama_f32", base});
+  SynthSpec q = base;
+  q.n_embd = 256;
+  q.n_ff = 256;
+  q.n_vocab = 96;
+  for (GgmlType t : {GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
+                     GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+    q.type = t;
+    out.push_back({"llama_" + type_name(t), q});
+  }
+  SynthSpec qwen = base;
+  qwen.arch = "qwen2";
+  qwen.tied_output = true;
+  out.push_back({"qwen2_tied", qwen});
+  SynthSpec moe = base;
+  moe.n_expert = 4;
+  moe.n_expert_used = 2;
+  out.push_back({"llama_moe", moe});
+  SynthSpec freqs = base;
+  freqs.rope_freqs = true;
+  out.push_back({"llama_rope_freqs", freqs});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::ValuesIn(invariance_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+template <typename E>
+std::string load_error(const std::string& path) {
+  try {
+    load_model(path);
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("wrong exception type: ") + e.what();
+  }
+  return "no error";
+}
+
+TEST(ModelLoad, RefusesUnsupportedTensorTypeNamingTypeAndTensor) {
+  TempDir dir;
+  const std::string path = dir.file("q2k.gguf");
+  // A model whose rows are 256 wide, with one layer matrix stored as Q2_K: valid GGUF, a type
+  // squeeze does not compute with.
+  SynthSpec s;
+  SynthSpec wide = s;
+  wide.n_embd = 256;
+  wide.n_ff = 256;
+  auto bytes = synth_model(wide).to_bytes();
+  GgufFile parsed = GgufFile::parse(bytes, "wide");
+  GgufWriter rebuilt;
+  for (const auto& [k, v] : parsed.metadata()) rebuilt.set(k, v);
+  for (const auto& t : parsed.tensors()) {
+    if (t.name == "blk.1.attn_v.weight") {
+      rebuilt.add_tensor(t.name, GgmlType::Q2_K, t.ne, std::vector<uint8_t>(t.n_elements / 256 * 84));
+    } else {
+      rebuilt.add_tensor(t.name, t.type(), t.ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes));
+    }
+  }
+  rebuilt.write(path);
+  std::string msg = load_error<UnsupportedError>(path);
+  EXPECT_NE(msg.find("Q2_K"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("blk.1.attn_v.weight"), std::string::npos) << msg;
+}
+
+TEST(ModelLoad, RefusesUnknownArchitecture) {
+  TempDir dir;
+  auto bytes = synth_model(SynthSpec{}).to_bytes();
+  GgufFile parsed = GgufFile::parse(bytes, "m");
+  GgufWriter rebuilt;
+  for (const auto& [k, v] : parsed.metadata()) {
+    rebuilt.set(k, k == "general.architecture" ? GgufValue::of_string("mamba9") : v);
+  }
+  for (const auto& t : parsed.tensors()) {
+    rebuilt.add_tensor(t.name, t.type(), t.ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes));
+  }
+  const std::string path = dir.file("arch.gguf");
+  rebuilt.write(path);
+  std::string msg = load_error<UnsupportedError>(path);
+  EXPECT_NE(msg.find("mamba9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("llama"), std::string::npos) << "should list what is supported: " << msg;
+}
+
+TEST(ModelLoad, MissingTensorAndWrongShapeAreFormatErrors) {
+  TempDir dir;
+  auto bytes = synth_model(SynthSpec{}).to_bytes();
+  GgufFile parsed = GgufFile::parse(bytes, "m");
+  for (int variant = 0; variant < 2; ++variant) {
+    GgufWriter rebuilt;
+    for (const auto& [k, v] : parsed.metadata()) rebuilt.set(k, v);
+    for (const auto& t : parsed.tensors()) {
+      if (t.name == "blk.1.ffn_up.weight") {
+        if (variant == 0) continue;  // missing
+        auto ne = t.ne;
+        ne[1] -= 32;  // wrong shape
+        rebuilt.add_tensor(t.name, t.type(), ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes / t.ne[1] * ne[1]));
+        continue;
+      }
+      rebuilt.add_tensor(t.name, t.type(), t.ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes));
+    }
+    const std::string path = dir.file("bad" + std::to_string(variant) + ".gguf");
+    rebuilt.write(path);
+    std::string msg = load_error<FormatError>(path);
+    EXPECT_NE(msg.find("blk.1.ffn_up.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(variant == 0 ? "missing" : "shape"), std::string::npos) << msg;
+  }
+}
+
+TEST(ModelLoad, TiedOutputUsesTheEmbedding) {
+  TempDir dir;
+  SynthSpec s;
+  s.tied_output = true;
+  synth_model(s).write(dir.file("tied.gguf"));
+  auto m = load_model(dir.file("tied.gguf"));
+  EXPECT_TRUE(m->output_tied);
+  EXPECT_EQ(m->output.data, m->tok_embd.data);
+}
+
+TEST(ModelLoad, MissingFileAndDirectoryAreIoErrors) {
+  EXPECT_NE(load_error<IoError>("/nonexistent/model.gguf").find("does not exist"), std::string::npos);
+  EXPECT_NE(load_error<IoError>("/tmp").find("directory"), std::string::npos);
+}
+
+TEST(ModelLoad, GarbageIsNotAModel) {
+  TempDir dir;
+  std::string path = dir.file("garbage.bin");
+  std::vector<uint8_t> junk(1000);
+  for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<uint8_t>(i * 7 + 3);
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fwrite(junk.data(), 1, junk.size(), f);
+  std::fclose(f);
+  std::string msg = load_error<FormatError>(path);
+  EXPECT_NE(msg.find("not a GGUF file"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace sq

@@ -1,0 +1,176 @@
+// The ops against plain double-precision formulas written out here.
+#include <cmath>
+#include <vector>
+
+#include "base/error.h"
+#include "base/rng.h"
+#include "base/thread_pool.h"
+#include "ops/ops.h"
+#include "support.h"
+
+namespace sq {
+namespace {
+
+std::vector<float> random_values(size_t n, uint64_t seed, double scale = 1.0) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>((rng.next_double() * 2 - 1) * scale);
+  return v;
+}
+
+TensorView f32_view(const std::vector<float>& v, std::array<int64_t, 4> ne, const char* name = "t") {
+  TensorView t;
+  t.name = name;
+  t.type = GgmlType::F32;
+  t.ne = ne;
+  t.n_dims = 2;
+  t.data = reinterpret_cast<const uint8_t*>(v.data());
+  return t;
+}
+
+TEST(Ops, RmsNormMatchesFormula) {
+  const int64_t width = 37, n = 3;
+  auto x = random_values(width * n, 1, 3.0);
+  auto w = random_values(width, 2);
+  std::vector<float> out(x.size());
+  ops::rms_norm(x.data(), f32_view(w, {width, 1, 1, 1}), 1e-5f, n, width, out.data());
+  for (int64_t t = 0; t < n; ++t) {
+    double ss = 0;
+    for (int64_t i = 0; i < width; ++i) ss += double(x[t * width + i]) * x[t * width + i];
+    double scale = 1.0 / std::sqrt(ss / width + 1e-5);
+    for (int64_t i = 0; i < width; ++i) {
+      EXPECT_NEAR(out[t * width + i], x[t * width + i] * scale * w[i], 1e-5);
+    }
+  }
+  std::vector<float> short_w(width - 1);
+  EXPECT_THROW(ops::rms_norm(x.data(), f32_view(short_w, {width - 1, 1, 1, 1}), 1e-5f, n, width, out.data()),
+               InvalidArgument);
+}
+
+TEST(Ops, MatmulWithBias) {
+  const int64_t n_in = 40, n_out = 7, n = 5;
+  auto w = random_values(n_in * n_out, 3);
+  auto b = random_values(n_out, 4);
+  auto x = random_values(n_in * n, 5);
+  std::vector<float> out(n * n_out);
+  ThreadPool pool(2);
+  TensorView bias = f32_view(b, {n_out, 1, 1, 1});
+  ops::matmul(f32_view(w, {n_in, n_out, 1, 1}), x.data(), n, out.data(), pool, &bias);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < n_out; ++r) {
+      double s = b[r];
+      for (int64_t i = 0; i < n_in; ++i) s += double(w[r * n_in + i]) * x[t * n_in + i];
+      EXPECT_NEAR(out[t * n_out + r], s, 1e-4);
+    }
+  }
+}
+
+// Rotating pairs by pos * base^(-2i/n_rot): adjacent pairs for llama, halves for NEOX.
+TEST(Ops, RopeAdjacentAndNeoxRotateTheRightPairs) {
+  const int32_t head_dim = 8, n_heads = 2, pos0 = 5;
+  auto x = random_values(static_cast<size_t>(head_dim * n_heads * 2), 6);
+  for (ops::RopeMode mode : {ops::RopeMode::Adjacent, ops::RopeMode::Neox}) {
+    auto y = x;
+    ops::RopeOptions o;
+    o.mode = mode;
+    o.n_rot = head_dim;
+    o.freq_base = 10000.0f;
+    ops::rope(y.data(), 2, n_heads, head_dim, pos0, o);
+    for (int t = 0; t < 2; ++t) {
+      for (int h = 0; h < n_heads; ++h) {
+        const float* a = x.data() + (t * n_heads + h) * head_dim;
+        const float* b = y.data() + (t * n_heads + h) * head_dim;
+        for (int i = 0; i < head_dim / 2; ++i) {
+          double theta = (pos0 + t) * std::pow(10000.0, -2.0 * i / head_dim);
+          int p = mode == ops::RopeMode::Adjacent ? 2 * i : i;
+          int q = mode == ops::RopeMode::Adjacent ? 2 * i + 1 : i + head_dim / 2;
+          EXPECT_NEAR(b[p], a[p] * std::cos(theta) - a[q] * std::sin(theta), 1e-5);
+          EXPECT_NEAR(b[q], a[p] * std::sin(theta) + a[q] * std::cos(theta), 1e-5);
+        }
+      }
+    }
+  }
+}
+
+// Llama 3.1 frequency factors divide each pair's frequency.
+TEST(Ops, RopeFrequencyFactorsDivideFrequencies) {
+  const int32_t head_dim = 8;
+  auto x = random_values(head_dim, 7);
+  std::vector<float> factors = {1.0f, 2.0f, 4.0f, 8.0f};
+  auto y = x;
+  ops::RopeOptions o;
+  o.n_rot = head_dim;
+  o.freq_factors = factors;
+  ops::rope(y.data(), 1, 1, head_dim, 9, o);
+  for (int i = 0; i < head_dim / 2; ++i) {
+    double theta = 9 * std::pow(10000.0, -2.0 * i / head_dim) / factors[i];
+    EXPECT_NEAR(y[2 * i], x[2 * i] * std::cos(theta) - x[2 * i + 1] * std::sin(theta), 1e-5);
+  }
+}
+
+TEST(Ops, SoftmaxHandlesInfinities) {
+  std::vector<float> v = {1.0f, -INFINITY, 3.0f, 2.0f};
+  ops::softmax(v.data(), 4);
+  double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0);
+  EXPECT_NEAR(v[0], std::exp(1.0) / z, 1e-6);
+  EXPECT_EQ(v[1], 0.0f);
+  EXPECT_NEAR(v[2], std::exp(3.0) / z, 1e-6);
+}
+
+// Causal grouped-query attention against a direct double-precision evaluation.
+TEST(Ops, AttentionIsCausalWithGroupedHeads) {
+  const int32_t n_head = 4, n_kv = 2, hd = 6, pos0 = 3, n = 4;
+  const int64_t ctx = pos0 + n, kv_stride = n_kv * hd;
+  auto q = random_values(static_cast<size_t>(n * n_head * hd), 8);
+  auto k = random_values(static_cast<size_t>(ctx * kv_stride), 9);
+  auto v = random_values(static_cast<size_t>(ctx * kv_stride), 10);
+  std::vector<float> out(q.size());
+  ThreadPool pool(2);
+  ops::attention(q.data(), k.data(), v.data(), n, pos0, {n_head, n_kv, hd, kv_stride}, out.data(), pool);
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < n_head; ++h) {
+      const int hk = h / (n_head / n_kv);
+      std::vector<double> s;
+      double mx = -1e300;
+      for (int p = 0; p <= pos0 + t; ++p) {
+        double d = 0;
+        for (int i = 0; i < hd; ++i) d += double(q[(t * n_head + h) * hd + i]) * k[p * kv_stride + hk * hd + i];
+        s.push_back(d / std::sqrt(double(hd)));
+        mx = std::max(mx, s.back());
+      }
+      double z = 0;
+      for (double& e : s) z += (e = std::exp(e - mx));
+      for (int i = 0; i < hd; ++i) {
+        double o = 0;
+        for (size_t p = 0; p < s.size(); ++p) o += s[p] / z * v[p * kv_stride + hk * hd + i];
+        EXPECT_NEAR(out[(t * n_head + h) * hd + i], o, 1e-5);
+      }
+    }
+  }
+}
+
+TEST(Ops, EmbedRejectsOutOfRangeTokens) {
+  auto table = random_values(4 * 3, 11);
+  std::vector<float> out(4);
+  std::vector<int32_t> bad = {3};
+  EXPECT_THROW(ops::embed(f32_view(table, {4, 3, 1, 1}), bad, out.data()), InvalidArgument);
+  std::vector<int32_t> good = {2};
+  ops::embed(f32_view(table, {4, 3, 1, 1}), good, out.data());
+  EXPECT_EQ(out[0], table[8]);
+}
+
+TEST(ThreadPoolTest, CoversEveryIndexOnce) {
+  for (int threads : {1, 2, 5}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 7, 100, 1001}) {
+      std::vector<int> hits(static_cast<size_t>(n));
+      pool.parallel_for(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+      }, 16);
+      for (int h : hits) ASSERT_EQ(h, 1);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sq
