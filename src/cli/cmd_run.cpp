@@ -66,6 +66,7 @@ int run(const RunFlags& f) {
   o.stop = f.stop;
   o.stop_at_eog = !f.ignore_eos;
 
+  check_request(*engine, ids, o);
   const Model& m = engine->model();
   fmt::print(stderr, "squeeze: {} ({}, {}, {:.2f} M parameters), {} threads, context {}, seed {}\n",
              m.path, m.config.arch, m.format, static_cast<double>(m.n_params()) / 1e6, o.n_threads,

@@ -66,16 +66,16 @@ const Tokenizer& Engine::require_tokenizer() const {
 
 int32_t default_context(const Model& model) { return std::min(model.config.n_ctx_train, 4096); }
 
-GenerateResult generate(const Engine& engine, const std::vector<int32_t>& prompt,
-                        const GenerateOptions& options,
-                        const std::function<void(std::string_view)>& on_text) {
-  using Clock = std::chrono::steady_clock;
+void check_request(const Engine& engine, const std::vector<int32_t>& prompt,
+                   const GenerateOptions& options) {
   const Model& model = engine.model();
-  const Tokenizer& tok = engine.require_tokenizer();
   const int32_t n_ctx = options.n_ctx > 0 ? options.n_ctx : default_context(model);
   const auto n_prompt = static_cast<int64_t>(prompt.size());
   if (prompt.empty()) {
     fail<InvalidArgument>("the prompt is empty and no BOS token is added: nothing to start from");
+  }
+  if (options.n_ctx < 0) {
+    fail<InvalidArgument>("-c is {}; expected a positive context length", options.n_ctx);
   }
   if (options.n_predict < 0) {
     fail<InvalidArgument>("-n is {}; expected 0 or more tokens to generate", options.n_predict);
@@ -92,9 +92,21 @@ GenerateResult generate(const Engine& engine, const std::vector<int32_t>& prompt
                             model.config.n_vocab);
     }
   }
+  options.sampling.validate();
+}
+
+GenerateResult generate(const Engine& engine, const std::vector<int32_t>& prompt,
+                        const GenerateOptions& options,
+                        const std::function<void(std::string_view)>& on_text) {
+  using Clock = std::chrono::steady_clock;
+  const Model& model = engine.model();
+  const Tokenizer& tok = engine.require_tokenizer();
+  check_request(engine, prompt, options);
+  const auto n_prompt = static_cast<int64_t>(prompt.size());
   Sampler sampler(options.sampling, model.config.n_vocab);
   ThreadPool pool(options.n_threads > 0 ? options.n_threads : default_thread_count());
-  KvCache kv(model.config, n_ctx);
+  // Only the positions this request can reach: a long default context costs no memory.
+  KvCache kv(model.config, static_cast<int32_t>(n_prompt + options.n_predict));
   std::vector<float> logits(static_cast<size_t>(model.config.n_vocab));
   StreamDecoder decoder(tok);
   StopMatcher stops(options.stop);

@@ -72,6 +72,11 @@ GenerateResult generate(const Engine& engine, const std::vector<int32_t>& prompt
                         const GenerateOptions& options,
                         const std::function<void(std::string_view)>& on_text);
 
+// The checks generate() makes before any work: the prompt and n_predict fit the context, token ids
+// are in range, sampling parameters are valid. Throws InvalidArgument.
+void check_request(const Engine& engine, const std::vector<int32_t>& prompt,
+                   const GenerateOptions& options);
+
 // The context length used when the user gives none.
 int32_t default_context(const Model& model);
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <cstdint>
+#include <iterator>
 #include <limits>
 
 #include "base/error.h"

@@ -107,9 +107,8 @@ class Sampler {
   // Runs the chain over `logits` ([n_vocab]) and returns the drawn token. Does not record it: call
   // accept() with the token that is actually kept. NaN logits count as -inf. Throws
   // InvalidArgument when logits.size() != n_vocab, or when no token is left to draw (every logit
-  // -inf after bias and penalties). Cost: O(n_vocab) plus O(k log k) for the k tokens top-k or
-  // top-p keep; a full O(n_vocab log n_vocab) sort happens only when top-p must reach into most
-  // of the vocabulary.
+  // -inf after bias and penalties). Cost: O(n_vocab), plus O(m log m) to order the m tokens that
+  // top-k or top-p keep; no full sort of the vocabulary. Allocates nothing.
   int32_t sample(std::span<const float> logits);
 
   // Records a token into the history the penalties count (prompt tokens too). Throws

@@ -3,6 +3,7 @@
 // squeeze's reference quantizers, run on the f32 tensor, reproduce llama.cpp's bytes exactly.
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@ struct FileCase {
   const char* stem;
   const char* suffix;
 };
+
+void PrintTo(const FileCase& c, std::ostream* os) { *os << c.stem << "." << c.suffix; }
 
 std::string case_name(const testing::TestParamInfo<FileCase>& info) {
   std::string s = std::string(info.param.stem) + "_" + info.param.suffix;

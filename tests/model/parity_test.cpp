@@ -70,6 +70,8 @@ struct Case {
   std::string stem, type;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.stem << "." << c.type; }
+
 class ParityTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ParityTest, LogitsMatchReference) {

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "base/error.h"
@@ -53,6 +55,26 @@ TEST(Llama2cTokenizer, OnceUponATime) {
   EXPECT_EQ(tok->eos(), 2);
   EXPECT_TRUE(tok->is_eog(2));
   EXPECT_EQ(tok->kind(), "llama (SentencePiece BPE)");
+}
+
+TEST(Llama2cTokenizer, DecodesTheReferenceContinuation) {
+  SQ_REQUIRE_SHARED(path, "models/stories260K/tok512.bin");
+  SQ_REQUIRE_SHARED(ids_path, "models/stories260K/expected-once-upon-a-time.ids");
+  SQ_REQUIRE_SHARED(txt_path, "models/stories260K/expected-once-upon-a-time.txt");
+  auto tok = load_tokenizer_llama2c(path, 512);
+  std::vector<int32_t> ids = {1, 403, 407, 261, 378};
+  std::ifstream in(ids_path);
+  for (int32_t id; in >> id;) ids.push_back(id);
+  ASSERT_EQ(ids.size(), 205u);
+  std::ifstream txt(txt_path, std::ios::binary);
+  const std::string expected((std::istreambuf_iterator<char>(txt)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(tok->decode(ids), expected);
+  // A stream that starts at BOS gives the same text piece by piece.
+  StreamDecoder stream(*tok, true);
+  std::string streamed;
+  for (int32_t id : ids) streamed += stream.push(id);
+  streamed += stream.flush();
+  EXPECT_EQ(streamed, expected);
 }
 
 TEST(Llama2cTokenizer, AgreesWithTheGgufVocabulary) {
