@@ -361,6 +361,10 @@ std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, boo
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special,
                                        bool add_eos) const {
+  if (text.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    fail<InvalidArgument>("text to tokenize is {} bytes; at most {} bytes can be encoded at once",
+                          text.size(), std::numeric_limits<int32_t>::max());
+  }
   std::vector<int32_t> out;
   if (add_bos && bos_ >= 0) out.push_back(bos_);
   if (!text.empty()) {

@@ -1,6 +1,7 @@
 // Tokenizer unit tests on small hand-made vocabularies (no shared data needed).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "base/error.h"
