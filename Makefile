@@ -44,9 +44,13 @@ run: build
 	model="$$(scripts/default_model.sh)"; \
 	$(RELEASE_BIN) run -m "$$model" -p "$$PROMPT" -n $(N) $(ARGS)
 
+# Both suites run even when the first fails, so that one run shows every failure; the exit status is
+# still non-zero if either failed.
 test: build build-debug
-	ctest --preset release --parallel $(JOBS)
-	ctest --preset debug --parallel $(JOBS)
+	status=0; \
+	ctest --preset release --parallel $(JOBS) || status=1; \
+	ctest --preset debug --parallel $(JOBS) || status=1; \
+	exit $$status
 
 test-slow: build
 	ctest --preset release-slow --parallel $(JOBS)

@@ -41,6 +41,7 @@ fi
 # Temporary names live beside the targets so that the final rename is atomic; an interrupted copy
 # or download never leaves a truncated file under the real name.
 tmp_files=()
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() { ((${#tmp_files[@]} == 0)) || rm -f "${tmp_files[@]}"; }
 trap cleanup EXIT
 

@@ -75,11 +75,13 @@ class Reader {
     return v;
   }
 
-  std::string read_string(std::string_view what) {
+  // `what` and `key` only build the message of an error: nothing is formatted on success, so that
+  // long keys with many elements stay linear.
+  std::string read_string(std::string_view what, std::string_view key = {}) {
     uint64_t len = read<uint64_t>(what);
     if (len > remaining()) {
-      fail<FormatError>("{}: {} has length {} at offset {}, but only {} bytes remain in the file",
-                        name_, what, len, pos_ - 8, remaining());
+      fail<FormatError>("{}: {}{}{} has length {} at offset {}, but only {} bytes remain in the file",
+                        name_, what, key.empty() ? "" : " of ", key, len, pos_ - 8, remaining());
     }
     std::string s(reinterpret_cast<const char*>(bytes_.data() + pos_), static_cast<size_t>(len));
     pos_ += len;
@@ -87,6 +89,8 @@ class Reader {
   }
 
   const std::string& name() const { return name_; }
+  const uint8_t* here() const { return bytes_.data() + pos_; }
+  void skip(uint64_t n) { pos_ += n; }
 
  private:
   std::span<const uint8_t> bytes_;
@@ -116,7 +120,7 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
       v.u = b;
       break;
     }
-    case GgufType::STRING: v.str = r.read_string(fmt::format("string value of '{}'", key)); break;
+    case GgufType::STRING: v.str = r.read_string("string value", key); break;
     case GgufType::ARRAY: {
       if (depth >= kMaxArrayDepth) {
         fail<FormatError>("{}: metadata '{}' nests arrays deeper than {} levels", r.name(), key,
@@ -136,6 +140,20 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
             "file can hold",
             r.name(), key, count, gguf_type_name(v.elem_type), r.remaining());
       }
+      if (const size_t es = gguf_scalar_size(v.elem_type); es != 0) {
+        // Numbers are kept as the file stores them (min_bytes is exactly their size).
+        v.packed.assign(r.here(), r.here() + min_bytes);
+        r.skip(min_bytes);
+        if (v.elem_type == GgufType::BOOL) {
+          for (uint8_t b : v.packed) {
+            if (b > 1) {
+              fail<FormatError>("{}: metadata '{}' is an array of bool holding {}; expected 0 or 1",
+                                r.name(), key, b);
+            }
+          }
+        }
+        break;
+      }
       v.array.reserve(static_cast<size_t>(count));
       for (uint64_t k = 0; k < count; ++k) {
         v.array.push_back(read_value(r, v.elem_type, key, depth + 1));
@@ -147,6 +165,16 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
 }
 
 }  // namespace
+
+size_t gguf_scalar_size(GgufType t) {
+  switch (t) {
+    case GgufType::STRING:
+    case GgufType::ARRAY:
+      return 0;
+    default:
+      return static_cast<size_t>(min_encoded_size(t));
+  }
+}
 
 std::string_view gguf_type_name(GgufType t) {
   switch (t) {
@@ -177,6 +205,40 @@ bool GgufValue::is_int() const {
     default:
       return false;
   }
+}
+
+size_t GgufValue::array_size() const {
+  if (type != GgufType::ARRAY) return 0;
+  if (!array.empty()) return array.size();
+  const size_t es = gguf_scalar_size(elem_type);
+  return es == 0 ? 0 : packed.size() / es;
+}
+
+GgufValue GgufValue::element(size_t k) const {
+  if (!array.empty()) return array[k];
+  GgufValue v;
+  v.type = elem_type;
+  const uint8_t* p = packed.data() + k * gguf_scalar_size(elem_type);
+  auto load = [p](auto zero) {
+    decltype(zero) x;
+    std::memcpy(&x, p, sizeof(x));
+    return x;
+  };
+  switch (elem_type) {
+    case GgufType::UINT8: v.u = load(uint8_t{}); break;
+    case GgufType::INT8: v.i = load(int8_t{}); break;
+    case GgufType::UINT16: v.u = load(uint16_t{}); break;
+    case GgufType::INT16: v.i = load(int16_t{}); break;
+    case GgufType::UINT32: v.u = load(uint32_t{}); break;
+    case GgufType::INT32: v.i = load(int32_t{}); break;
+    case GgufType::UINT64: v.u = load(uint64_t{}); break;
+    case GgufType::INT64: v.i = load(int64_t{}); break;
+    case GgufType::FLOAT32: v.f = load(float{}); break;
+    case GgufType::FLOAT64: v.f = load(double{}); break;
+    case GgufType::BOOL: v.u = load(uint8_t{}) ? 1 : 0; break;
+    default: break;
+  }
+  return v;
 }
 
 bool GgufValue::is_float() const { return type == GgufType::FLOAT32 || type == GgufType::FLOAT64; }
@@ -223,22 +285,33 @@ std::vector<std::string> GgufValue::as_strings(std::string_view key) const {
 }
 
 std::vector<float> GgufValue::as_floats(std::string_view key) const {
-  if (type != GgufType::ARRAY || !(array.empty() || array[0].is_number())) {
+  GgufValue probe;
+  probe.type = elem_type;
+  if (type != GgufType::ARRAY || !probe.is_number()) {
     fail<FormatError>("metadata '{}' has type {}; expected an array of numbers", key, summary());
   }
+  const size_t n = array_size();
   std::vector<float> out;
-  out.reserve(array.size());
-  for (const auto& e : array) out.push_back(static_cast<float>(e.as_float(key)));
+  out.reserve(n);
+  if (elem_type == GgufType::FLOAT32 && array.empty()) {
+    out.resize(n);
+    std::memcpy(out.data(), packed.data(), n * sizeof(float));
+    return out;
+  }
+  for (size_t k = 0; k < n; ++k) out.push_back(static_cast<float>(element(k).as_float(key)));
   return out;
 }
 
 std::vector<int64_t> GgufValue::as_ints(std::string_view key) const {
-  if (type != GgufType::ARRAY || !(array.empty() || array[0].is_int())) {
+  GgufValue probe;
+  probe.type = elem_type;
+  if (type != GgufType::ARRAY || !probe.is_int()) {
     fail<FormatError>("metadata '{}' has type {}; expected an array of integers", key, summary());
   }
+  const size_t n = array_size();
   std::vector<int64_t> out;
-  out.reserve(array.size());
-  for (const auto& e : array) out.push_back(e.as_int(key));
+  out.reserve(n);
+  for (size_t k = 0; k < n; ++k) out.push_back(element(k).as_int(key));
   return out;
 }
 
@@ -260,7 +333,7 @@ std::string GgufValue::summary() const {
       return "\"" + s + "\"";
     }
     case GgufType::ARRAY:
-      return fmt::format("[array of {} {}]", array.size(), gguf_type_name(elem_type));
+      return fmt::format("[array of {} {}]", array_size(), gguf_type_name(elem_type));
   }
   return "?";
 }
@@ -288,16 +361,16 @@ GgufValue GgufValue::of_f32s(const std::vector<float>& v) {
   GgufValue r;
   r.type = GgufType::ARRAY;
   r.elem_type = GgufType::FLOAT32;
-  r.array.reserve(v.size());
-  for (float x : v) r.array.push_back(of_f32(x));
+  r.packed.resize(v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(r.packed.data(), v.data(), r.packed.size());
   return r;
 }
 GgufValue GgufValue::of_i32s(const std::vector<int32_t>& v) {
   GgufValue r;
   r.type = GgufType::ARRAY;
   r.elem_type = GgufType::INT32;
-  r.array.reserve(v.size());
-  for (int32_t x : v) r.array.push_back(of_i32(x));
+  r.packed.resize(v.size() * sizeof(int32_t));
+  if (!v.empty()) std::memcpy(r.packed.data(), v.data(), r.packed.size());
   return r;
 }
 
@@ -544,8 +617,12 @@ void put_value(std::vector<uint8_t>& out, const GgufValue& v) {
     case GgufType::STRING: put_string(out, v.str); break;
     case GgufType::ARRAY:
       put<uint32_t>(out, static_cast<uint32_t>(v.elem_type));
-      put<uint64_t>(out, v.array.size());
-      for (const auto& e : v.array) put_value(out, e);
+      put<uint64_t>(out, v.array_size());
+      if (v.array.empty()) {
+        put_bytes(out, v.packed.data(), v.packed.size());
+      } else {
+        for (const auto& e : v.array) put_value(out, e);
+      }
       break;
   }
 }
@@ -570,7 +647,11 @@ void GgufWriter::add_tensor(std::string name, GgmlType type, std::vector<uint64_
     fail<InvalidArgument>("tensor '{}' has {} dimensions; expected 1 to {}", name, ne.size(), kMaxDims);
   }
   uint64_t n = 1;
-  for (uint64_t d : ne) n *= d;
+  for (uint64_t d : ne) {
+    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || !checked_mul(n, d, &n)) {
+      fail<InvalidArgument>("tensor '{}': the element count of its shape overflows", name);
+    }
+  }
   if (ne[0] % info->block_elems != 0) {
     fail<InvalidArgument>("tensor '{}': rows of {} elements are not a multiple of the {} block size {}",
                           name, ne[0], info->name, info->block_elems);
@@ -596,9 +677,12 @@ void GgufWriter::add_tensor_f32(std::string name, std::vector<uint64_t> ne,
 std::vector<uint8_t> GgufWriter::to_bytes() const {
   uint64_t alignment = 32;
   for (const auto& kv : metadata_) {
-    if (kv.first == "general.alignment" && kv.second.is_int()) {
-      alignment = static_cast<uint64_t>(kv.second.as_int(kv.first));
+    if (kv.first != "general.alignment") continue;
+    const int64_t a = kv.second.is_int() ? kv.second.as_int(kv.first) : 0;
+    if (a <= 0 || a > (1 << 30) || (a & (a - 1)) != 0 || kv.second.type != GgufType::UINT32) {
+      fail<InvalidArgument>("general.alignment is {}; expected a uint32 power of two", kv.second.summary());
     }
+    alignment = static_cast<uint64_t>(a);
   }
   std::vector<uint8_t> out;
   put<uint32_t>(out, kGgufMagic);

@@ -39,7 +39,10 @@ enum class GgufType : uint32_t {
 std::string_view gguf_type_name(GgufType t);
 
 // One metadata value. Scalars keep their declared type; the number is held in the widest field of
-// its kind. Arrays hold their element type and elements (arrays may nest).
+// its kind. Arrays hold their element type and elements (arrays may nest). The reader stores arrays
+// of numbers and bools packed, as the file stores them (`packed`), so that metadata never takes
+// much more memory than the file; arrays of strings and of arrays are in `array`. A value built by
+// hand may use either form for numbers; array_size() and element() read both.
 struct GgufValue {
   GgufType type = GgufType::UINT8;
   uint64_t u = 0;  // UINT8..UINT64, BOOL (0 or 1)
@@ -47,7 +50,12 @@ struct GgufValue {
   double f = 0;    // FLOAT32, FLOAT64
   std::string str;
   GgufType elem_type = GgufType::UINT8;  // ARRAY only
-  std::vector<GgufValue> array;
+  std::vector<GgufValue> array;          // ARRAY of strings or arrays (or numbers, built by hand)
+  std::vector<uint8_t> packed;           // ARRAY of numbers or bools, little-endian as in the file
+
+  size_t array_size() const;
+  // Element k of an array (k < array_size()), as a scalar or nested value.
+  GgufValue element(size_t k) const;
 
   bool is_int() const;     // any integer type
   bool is_float() const;   // FLOAT32 or FLOAT64
@@ -76,6 +84,9 @@ struct GgufValue {
   static GgufValue of_f32s(const std::vector<float>& v);
   static GgufValue of_i32s(const std::vector<int32_t>& v);
 };
+
+// Bytes one element of a numeric or bool type takes in a file; 0 for STRING and ARRAY.
+size_t gguf_scalar_size(GgufType t);
 
 struct GgufTensorInfo {
   std::string name;
