@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <sys/mman.h>
@@ -80,6 +82,43 @@ std::string read_file(const std::string& path) {
     fail<IoError>("cannot read '{}'", path);
   }
   return std::move(ss).str();
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    fail<IoError>("cannot create '{}': {}", tmp, std::strerror(errno));
+  }
+  auto abandon = [&](const char* what) {
+    int e = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail<IoError>("cannot {} '{}' ({} bytes): {}", what, tmp, size, std::strerror(e));
+  };
+  const auto* p = static_cast<const uint8_t*>(data);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::write(fd, p + done, size - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      abandon("write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) abandon("flush");
+  if (::close(fd) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    fail<IoError>("cannot close '{}': {}", tmp, std::strerror(e));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    fail<IoError>("cannot rename '{}' to '{}': {}", tmp, path, std::strerror(e));
+  }
 }
 
 }  // namespace sq

@@ -35,4 +35,9 @@ class MappedFile {
 // Reads a whole (small) file into memory. Throws IoError.
 std::string read_file(const std::string& path);
 
+// Writes `size` bytes to a new temporary file beside `path`, flushes it to disk, then renames it
+// over `path`, so that a failed write leaves any previous file intact (DESIGN.md, invariant 7).
+// Throws IoError; the temporary file is removed on failure.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+
 }  // namespace sq

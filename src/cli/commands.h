@@ -24,10 +24,6 @@ struct ModelFlags {
 };
 void add_model_flags(CLI::App& cmd, ModelFlags& flags);
 
-// Writes bytes to a temporary file beside `path` and renames it over `path` (DESIGN.md,
-// invariant 7). Throws IoError.
-void write_file_atomic(const std::string& path, const void* data, size_t size);
-
 // True when standard output is a terminal.
 bool stdout_is_tty();
 

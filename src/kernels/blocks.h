@@ -94,11 +94,21 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ6_K) == 210);
 
-// The activation format GGML pairs with K-quant weights. squeeze's reference dot products use f32
-// activations; the struct is here so that the integer SIMD kernels can share the layout.
+// Activation formats (GGML's vec_dot_type): a row of activations is quantized to one of these
+// before an integer dot product with a weight row (quant.h). Q8_0 above serves Q4_0, Q5_0 and Q8_0
+// weights; Q8_1 serves Q4_1 and Q5_1, whose offset m needs the sum of the activation block; Q8_K
+// serves the K formats, whose per-sub-block mins need sums over 16 elements.
+struct BlockQ8_1 {
+  static constexpr int kElems = kQK;
+  uint16_t d;             // fp16 scale; x = q * d
+  uint16_t s;             // fp16 of d * sum(qs)
+  int8_t qs[kQK];
+};
+static_assert(sizeof(BlockQ8_1) == 36);
+
 struct BlockQ8_K {
   static constexpr int kElems = kQKK;
-  float d;
+  float d;                        // f32 scale (may be negative); x = q * d
   int8_t qs[kQKK];
   int16_t bsums[kQKK / 16];       // sums of qs in groups of 16
 };

@@ -1,6 +1,6 @@
-// The per-type traits table and the dispatching entry points of quant.h. Every entry points at the
-// reference kernels for now; SIMD variants will be chosen once at start-up and must match these bit
-// for bit (DESIGN.md, invariant 3).
+// The per-type traits table, the activation formats and the dispatching entry points of quant.h.
+// Every entry points at the reference kernels for now; SIMD variants will be chosen once at
+// start-up and must match these bit for bit (DESIGN.md, invariant 3).
 #include "kernels/quant.h"
 
 #include <array>
@@ -13,27 +13,56 @@ namespace sq::kernels {
 
 namespace {
 
-#define SQ_REF_TRAITS(Type, name, elems, bytes)                                                \
+#define SQ_REF_TRAITS(Type, name, elems, bytes, VecDotType)                                    \
   TypeTraits {                                                                                 \
     GgmlType::Type, elems, bytes, dequantize_row_##name##_ref, quantize_row_##name##_ref,      \
-        dot_row_##name##_ref, GgmlType::F32                                                    \
+        dot_row_##name##_ref, dot_row_q_##name##_ref, GgmlType::VecDotType                     \
   }
 
 const std::array kTraits = {
-    SQ_REF_TRAITS(F32, f32, 1, 4),
-    SQ_REF_TRAITS(F16, f16, 1, 2),
-    SQ_REF_TRAITS(BF16, bf16, 1, 2),
-    SQ_REF_TRAITS(Q4_0, q4_0, BlockQ4_0::kElems, sizeof(BlockQ4_0)),
-    SQ_REF_TRAITS(Q4_1, q4_1, BlockQ4_1::kElems, sizeof(BlockQ4_1)),
-    SQ_REF_TRAITS(Q5_0, q5_0, BlockQ5_0::kElems, sizeof(BlockQ5_0)),
-    SQ_REF_TRAITS(Q5_1, q5_1, BlockQ5_1::kElems, sizeof(BlockQ5_1)),
-    SQ_REF_TRAITS(Q8_0, q8_0, BlockQ8_0::kElems, sizeof(BlockQ8_0)),
-    SQ_REF_TRAITS(Q4_K, q4_k, BlockQ4_K::kElems, sizeof(BlockQ4_K)),
-    SQ_REF_TRAITS(Q5_K, q5_k, BlockQ5_K::kElems, sizeof(BlockQ5_K)),
-    SQ_REF_TRAITS(Q6_K, q6_k, BlockQ6_K::kElems, sizeof(BlockQ6_K)),
+    SQ_REF_TRAITS(F32, f32, 1, 4, F32),
+    SQ_REF_TRAITS(F16, f16, 1, 2, F16),
+    SQ_REF_TRAITS(BF16, bf16, 1, 2, BF16),
+    SQ_REF_TRAITS(Q4_0, q4_0, BlockQ4_0::kElems, sizeof(BlockQ4_0), Q8_0),
+    SQ_REF_TRAITS(Q4_1, q4_1, BlockQ4_1::kElems, sizeof(BlockQ4_1), Q8_1),
+    SQ_REF_TRAITS(Q5_0, q5_0, BlockQ5_0::kElems, sizeof(BlockQ5_0), Q8_0),
+    SQ_REF_TRAITS(Q5_1, q5_1, BlockQ5_1::kElems, sizeof(BlockQ5_1), Q8_1),
+    SQ_REF_TRAITS(Q8_0, q8_0, BlockQ8_0::kElems, sizeof(BlockQ8_0), Q8_0),
+    SQ_REF_TRAITS(Q4_K, q4_k, BlockQ4_K::kElems, sizeof(BlockQ4_K), Q8_K),
+    SQ_REF_TRAITS(Q5_K, q5_k, BlockQ5_K::kElems, sizeof(BlockQ5_K), Q8_K),
+    SQ_REF_TRAITS(Q6_K, q6_k, BlockQ6_K::kElems, sizeof(BlockQ6_K), Q8_K),
 };
 
 #undef SQ_REF_TRAITS
+
+// The activation formats, with the converters quantize_activation dispatches to.
+struct ActivationFormat {
+  GgmlType type;
+  QuantizeRowFn quantize;
+  DequantizeRowFn dequantize;
+};
+
+const std::array kActivationFormats = {
+    ActivationFormat{GgmlType::F32, quantize_row_f32_ref, dequantize_row_f32_ref},
+    ActivationFormat{GgmlType::F16, quantize_row_f16_ref, dequantize_row_f16_ref},
+    ActivationFormat{GgmlType::BF16, quantize_row_bf16_ref, dequantize_row_bf16_ref},
+    ActivationFormat{GgmlType::Q8_0, quantize_row_q8_0_ref, dequantize_row_q8_0_ref},
+    ActivationFormat{GgmlType::Q8_1, quantize_row_q8_1_ref, dequantize_row_q8_1_ref},
+    ActivationFormat{GgmlType::Q8_K, quantize_row_q8_k_ref, dequantize_row_q8_k_ref},
+};
+
+const ActivationFormat* activation_format(GgmlType t) {
+  for (const auto& f : kActivationFormats) {
+    if (f.type == t) return &f;
+  }
+  return nullptr;
+}
+
+const ActivationFormat& activation_format_or_die(GgmlType t) {
+  const ActivationFormat* f = activation_format(t);
+  assert(f != nullptr && "not an activation format");
+  return *f;
+}
 
 const TypeTraits& traits_or_die(GgmlType t) {
   const TypeTraits* traits = type_traits(t);
@@ -67,6 +96,22 @@ void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
 
 float dot_row(GgmlType type, const void* row, const float* x, int64_t n) {
   return traits_or_die(type).dot(row, x, n);
+}
+
+GgmlType vec_dot_type(GgmlType weight_type) { return traits_or_die(weight_type).vec_dot_type; }
+
+bool activation_type_supported(GgmlType t) { return activation_format(t) != nullptr; }
+
+void quantize_activation(GgmlType vec_type, const float* x, void* out, int64_t n) {
+  activation_format_or_die(vec_type).quantize(x, out, n);
+}
+
+void dequantize_activation(GgmlType vec_type, const void* qx, float* out, int64_t n) {
+  activation_format_or_die(vec_type).dequantize(qx, out, n);
+}
+
+float dot_row_q(GgmlType weight_type, const void* row, const void* qx, int64_t n) {
+  return traits_or_die(weight_type).dot_q(row, qx, n);
 }
 
 void matvec_rows(GgmlType type, const void* w, const float* x, float* out, int64_t n, int64_t r0,

@@ -4,6 +4,10 @@
 // min/max formulas for the 32-element formats, the same weighted least-squares search for the K
 // formats, and the same round-half-to-even `nearest_int`. Dequantization uses GGML's expressions in
 // GGML's order, so a dequantized weight is the same float llama.cpp computes.
+//
+// The activation quantizers (Q8_0, Q8_1, Q8_K) reproduce quantize_row_q8_*_ref, and the dot
+// products with quantized activations compute exact integer sums per block, as GGML's vec_dot
+// kernels do; how those sums become one float is squeeze's own fixed order (quant.h).
 #include "kernels/quant_ref.h"
 
 #include <algorithm>
@@ -168,6 +172,59 @@ void dequant_block(const BlockQ6_K& b, float* y) {
     qh += 32;
     sc += 8;
   }
+}
+
+// ---- activation formats ---------------------------------------------------------------------------
+
+// quantize_row_q8_1_ref: Q8_0's scale and rounding, plus d times the sum of the quants for the
+// offset term of Q4_1/Q5_1 weights.
+void quant_block(const float* x, BlockQ8_1& b) {
+  float amax = 0.0f;
+  for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  b.d = f32_to_fp16(d);
+  int sum = 0;
+  for (int j = 0; j < kQK; ++j) {
+    b.qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+    sum += b.qs[j];
+  }
+  b.s = f32_to_fp16(static_cast<float>(sum) * d);
+}
+
+// quantize_row_q8_K_ref: the signed extreme maps to -127, so d = 1 / iscale carries the opposite
+// sign of that extreme; the min(127, .) guards the other side against rounding past 127.
+void quant_block(const float* x, BlockQ8_K& b) {
+  float max = 0.0f;
+  float amax = 0.0f;
+  for (int j = 0; j < kQKK; ++j) {
+    const float ax = std::fabs(x[j]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[j];
+    }
+  }
+  if (amax == 0.0f) {
+    b = BlockQ8_K{};
+    return;
+  }
+  const float iscale = -127.f / max;
+  for (int j = 0; j < kQKK; ++j) b.qs[j] = static_cast<int8_t>(std::min(127, nearest_int(iscale * x[j])));
+  for (int g = 0; g < kQKK / 16; ++g) {
+    int sum = 0;
+    for (int j = 0; j < 16; ++j) sum += b.qs[16 * g + j];
+    b.bsums[g] = static_cast<int16_t>(sum);
+  }
+  b.d = 1 / iscale;
+}
+
+void dequant_block(const BlockQ8_1& b, float* y) {
+  const float d = fp16_to_f32(b.d);
+  for (int j = 0; j < kQK; ++j) y[j] = static_cast<float>(b.qs[j]) * d;
+}
+
+void dequant_block(const BlockQ8_K& b, float* y) {
+  for (int j = 0; j < kQKK; ++j) y[j] = static_cast<float>(b.qs[j]) * b.d;
 }
 
 template <typename Block>
@@ -568,6 +625,148 @@ void quantize_blocks(const float* src, void* dst, int64_t n) {
   }
 }
 
+// ---- integer block dot products (formulas and order in quant.h) ------------------------------------
+//
+// Every int32 sum is exact: |y| <= 127, so a legacy block sums at most 32 * 31 * 127 in magnitude,
+// Q4_K/Q5_K 8 sub-blocks * 63 * 32 * 31 * 127 (< 2^26), their mins 8 * 63 * 2 * 16 * 127
+// (< 2^21), Q6_K 16 sub-blocks * 128 * 16 * 32 * 127 (< 2^27).
+
+float block_dot(const BlockQ4_0& w, const BlockQ8_0& a) {
+  int32_t isum = 0;
+  for (int j = 0; j < kQK / 2; ++j) {
+    isum += ((w.qs[j] & 0x0F) - 8) * a.qs[j];
+    isum += ((w.qs[j] >> 4) - 8) * a.qs[j + kQK / 2];
+  }
+  return (fp16_to_f32(w.d) * fp16_to_f32(a.d)) * static_cast<float>(isum);
+}
+
+float block_dot(const BlockQ4_1& w, const BlockQ8_1& a) {
+  int32_t isum = 0;
+  for (int j = 0; j < kQK / 2; ++j) {
+    isum += (w.qs[j] & 0x0F) * a.qs[j];
+    isum += (w.qs[j] >> 4) * a.qs[j + kQK / 2];
+  }
+  return (fp16_to_f32(w.d) * fp16_to_f32(a.d)) * static_cast<float>(isum) +
+         fp16_to_f32(w.m) * fp16_to_f32(a.s);
+}
+
+float block_dot(const BlockQ5_0& w, const BlockQ8_0& a) {
+  const uint32_t qh = load_qh(w.qh);
+  int32_t isum = 0;
+  for (int j = 0; j < kQK / 2; ++j) {
+    const int h0 = static_cast<int>((qh >> j) & 1u) << 4;
+    const int h1 = static_cast<int>((qh >> (j + 16)) & 1u) << 4;
+    isum += (((w.qs[j] & 0x0F) | h0) - 16) * a.qs[j];
+    isum += (((w.qs[j] >> 4) | h1) - 16) * a.qs[j + kQK / 2];
+  }
+  return (fp16_to_f32(w.d) * fp16_to_f32(a.d)) * static_cast<float>(isum);
+}
+
+float block_dot(const BlockQ5_1& w, const BlockQ8_1& a) {
+  const uint32_t qh = load_qh(w.qh);
+  int32_t isum = 0;
+  for (int j = 0; j < kQK / 2; ++j) {
+    const int h0 = static_cast<int>((qh >> j) & 1u) << 4;
+    const int h1 = static_cast<int>((qh >> (j + 16)) & 1u) << 4;
+    isum += ((w.qs[j] & 0x0F) | h0) * a.qs[j];
+    isum += ((w.qs[j] >> 4) | h1) * a.qs[j + kQK / 2];
+  }
+  return (fp16_to_f32(w.d) * fp16_to_f32(a.d)) * static_cast<float>(isum) +
+         fp16_to_f32(w.m) * fp16_to_f32(a.s);
+}
+
+float block_dot(const BlockQ8_0& w, const BlockQ8_0& a) {
+  int32_t isum = 0;
+  for (int j = 0; j < kQK; ++j) isum += w.qs[j] * a.qs[j];
+  return (fp16_to_f32(w.d) * fp16_to_f32(a.d)) * static_cast<float>(isum);
+}
+
+float block_dot(const BlockQ4_K& w, const BlockQ8_K& a) {
+  int32_t isum = 0;
+  int32_t imin = 0;
+  const uint8_t* q = w.qs;
+  for (int chunk = 0; chunk < 4; ++chunk) {
+    const int8_t* y = a.qs + 64 * chunk;
+    int32_t lo = 0;
+    int32_t hi = 0;
+    for (int l = 0; l < 32; ++l) {
+      lo += (q[l] & 0x0F) * y[l];
+      hi += (q[l] >> 4) * y[l + 32];
+    }
+    uint8_t sc, m;
+    unpack_scale_min_k4(2 * chunk, w.scales, &sc, &m);
+    isum += sc * lo;
+    imin += m * (a.bsums[4 * chunk] + a.bsums[4 * chunk + 1]);
+    unpack_scale_min_k4(2 * chunk + 1, w.scales, &sc, &m);
+    isum += sc * hi;
+    imin += m * (a.bsums[4 * chunk + 2] + a.bsums[4 * chunk + 3]);
+    q += 32;
+  }
+  return (fp16_to_f32(w.d) * a.d) * static_cast<float>(isum) -
+         (fp16_to_f32(w.dmin) * a.d) * static_cast<float>(imin);
+}
+
+float block_dot(const BlockQ5_K& w, const BlockQ8_K& a) {
+  int32_t isum = 0;
+  int32_t imin = 0;
+  const uint8_t* ql = w.qs;
+  for (int chunk = 0; chunk < 4; ++chunk) {
+    const int8_t* y = a.qs + 64 * chunk;
+    const uint8_t bit_lo = static_cast<uint8_t>(1u << (2 * chunk));
+    const uint8_t bit_hi = static_cast<uint8_t>(2u << (2 * chunk));
+    int32_t lo = 0;
+    int32_t hi = 0;
+    for (int l = 0; l < 32; ++l) {
+      lo += ((ql[l] & 0x0F) + ((w.qh[l] & bit_lo) != 0 ? 16 : 0)) * y[l];
+      hi += ((ql[l] >> 4) + ((w.qh[l] & bit_hi) != 0 ? 16 : 0)) * y[l + 32];
+    }
+    uint8_t sc, m;
+    unpack_scale_min_k4(2 * chunk, w.scales, &sc, &m);
+    isum += sc * lo;
+    imin += m * (a.bsums[4 * chunk] + a.bsums[4 * chunk + 1]);
+    unpack_scale_min_k4(2 * chunk + 1, w.scales, &sc, &m);
+    isum += sc * hi;
+    imin += m * (a.bsums[4 * chunk + 2] + a.bsums[4 * chunk + 3]);
+    ql += 32;
+  }
+  return (fp16_to_f32(w.d) * a.d) * static_cast<float>(isum) -
+         (fp16_to_f32(w.dmin) * a.d) * static_cast<float>(imin);
+}
+
+float block_dot(const BlockQ6_K& w, const BlockQ8_K& a) {
+  int32_t isum = 0;
+  for (int half = 0; half < 2; ++half) {
+    const uint8_t* ql = w.ql + 64 * half;
+    const uint8_t* qh = w.qh + 32 * half;
+    const int8_t* sc = w.scales + 8 * half;
+    const int8_t* y = a.qs + 128 * half;
+    for (int group = 0; group < 2; ++group) {  // elements l in [16 group, 16 group + 16)
+      int32_t s[4] = {};
+      for (int l = 16 * group; l < 16 * group + 16; ++l) {
+        s[0] += (((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32) * y[l];
+        s[1] += (((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32) * y[l + 32];
+        s[2] += (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32) * y[l + 64];
+        s[3] += (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32) * y[l + 96];
+      }
+      for (int k = 0; k < 4; ++k) isum += sc[group + 2 * k] * s[k];
+    }
+  }
+  return (fp16_to_f32(w.d) * a.d) * static_cast<float>(isum);
+}
+
+// One value per block pair, accumulated over sixteen lanes by block index.
+template <typename WBlock, typename ABlock>
+float dot_q_blocks(const void* row, const void* qx, int64_t n) {
+  static_assert(WBlock::kElems == ABlock::kElems);
+  assert(n % WBlock::kElems == 0);
+  const int64_t nb = n / WBlock::kElems;
+  LaneSum sum;
+  for (int64_t i = 0; i < nb; ++i) {
+    sum.add_block(i, block_dot(load_block<WBlock>(row, i), load_block<ABlock>(qx, i)));
+  }
+  return sum.total();
+}
+
 // ---- unblocked float types ------------------------------------------------------------------
 
 inline uint16_t load_u16(const void* src, int64_t i) {
@@ -590,6 +789,24 @@ float dot_u16(const void* row, const float* x, int64_t n) {
     const int64_t count = std::min(kChunk, n - start);
     for (int64_t i = 0; i < count; ++i) w[i] = Convert(load_u16(row, start + i));
     sum.add(w, x + start, count);
+  }
+  return sum.total();
+}
+
+// Both operands 16-bit: widen 256 of each at a time, then the same lane sum as dot_row.
+template <float (*Convert)(uint16_t)>
+float dot_u16_u16(const void* row, const void* qx, int64_t n) {
+  constexpr int64_t kChunk = 256;
+  float w[kChunk];
+  float x[kChunk];
+  LaneSum sum;
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t count = std::min(kChunk, n - start);
+    for (int64_t i = 0; i < count; ++i) {
+      w[i] = Convert(load_u16(row, start + i));
+      x[i] = Convert(load_u16(qx, start + i));
+    }
+    sum.add(w, x, count);
   }
   return sum.total();
 }
@@ -655,5 +872,55 @@ SQ_DEFINE_BLOCK_REF_KERNELS(q5_k, BlockQ5_K)
 SQ_DEFINE_BLOCK_REF_KERNELS(q6_k, BlockQ6_K)
 
 #undef SQ_DEFINE_BLOCK_REF_KERNELS
+
+void quantize_row_q8_1_ref(const float* src, void* dst, int64_t n) {
+  quantize_blocks<BlockQ8_1>(src, dst, n);
+}
+void quantize_row_q8_k_ref(const float* src, void* dst, int64_t n) {
+  quantize_blocks<BlockQ8_K>(src, dst, n);
+}
+void dequantize_row_q8_1_ref(const void* src, float* dst, int64_t n) {
+  dequantize_blocks<BlockQ8_1>(src, dst, n);
+}
+void dequantize_row_q8_k_ref(const void* src, float* dst, int64_t n) {
+  dequantize_blocks<BlockQ8_K>(src, dst, n);
+}
+
+// x may be any byte offset (a slice of a quantized-activation buffer), so it is copied out too.
+float dot_row_q_f32_ref(const void* row, const void* qx, int64_t n) {
+  constexpr int64_t kChunk = 256;
+  float w[kChunk];
+  float x[kChunk];
+  LaneSum sum;
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t count = std::min(kChunk, n - start);
+    std::memcpy(w, static_cast<const uint8_t*>(row) + start * 4, static_cast<size_t>(count) * 4);
+    std::memcpy(x, static_cast<const uint8_t*>(qx) + start * 4, static_cast<size_t>(count) * 4);
+    sum.add(w, x, count);
+  }
+  return sum.total();
+}
+float dot_row_q_f16_ref(const void* row, const void* qx, int64_t n) {
+  return dot_u16_u16<fp16_to_f32>(row, qx, n);
+}
+float dot_row_q_bf16_ref(const void* row, const void* qx, int64_t n) {
+  return dot_u16_u16<bf16_to_f32>(row, qx, n);
+}
+
+#define SQ_DEFINE_DOT_Q_REF(name, Block, ActBlock)                               \
+  float dot_row_q_##name##_ref(const void* row, const void* qx, int64_t n) {   \
+    return dot_q_blocks<Block, ActBlock>(row, qx, n);                          \
+  }
+
+SQ_DEFINE_DOT_Q_REF(q4_0, BlockQ4_0, BlockQ8_0)
+SQ_DEFINE_DOT_Q_REF(q4_1, BlockQ4_1, BlockQ8_1)
+SQ_DEFINE_DOT_Q_REF(q5_0, BlockQ5_0, BlockQ8_0)
+SQ_DEFINE_DOT_Q_REF(q5_1, BlockQ5_1, BlockQ8_1)
+SQ_DEFINE_DOT_Q_REF(q8_0, BlockQ8_0, BlockQ8_0)
+SQ_DEFINE_DOT_Q_REF(q4_k, BlockQ4_K, BlockQ8_K)
+SQ_DEFINE_DOT_Q_REF(q5_k, BlockQ5_K, BlockQ8_K)
+SQ_DEFINE_DOT_Q_REF(q6_k, BlockQ6_K, BlockQ8_K)
+
+#undef SQ_DEFINE_DOT_Q_REF
 
 }  // namespace sq::kernels

@@ -3,10 +3,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
-#include <unistd.h>
 
 #include "base/error.h"
 
@@ -49,6 +46,22 @@ uint64_t min_encoded_size(GgufType t) {
   return 1;
 }
 
+// A key or tensor name as it appears in a message: at most 80 characters, control bytes escaped,
+// so that a hostile file cannot flood the terminal.
+std::string shown(std::string_view name) {
+  std::string out;
+  for (size_t k = 0; k < name.size() && k < 80; ++k) {
+    const auto c = static_cast<unsigned char>(name[k]);
+    if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (name.size() > 80) out += fmt::format("... ({} bytes)", name.size());
+  return out;
+}
+
 bool valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::FLOAT64); }
 
 // A cursor over untrusted bytes: every read checks what remains and names what it was reading.
@@ -81,7 +94,7 @@ class Reader {
     uint64_t len = read<uint64_t>(what);
     if (len > remaining()) {
       fail<FormatError>("{}: {}{}{} has length {} at offset {}, but only {} bytes remain in the file",
-                        name_, what, key.empty() ? "" : " of ", key, len, pos_ - 8, remaining());
+                        name_, what, key.empty() ? "" : " of ", shown(key), len, pos_ - 8, remaining());
     }
     std::string s(reinterpret_cast<const char*>(bytes_.data() + pos_), static_cast<size_t>(len));
     pos_ += len;
@@ -115,7 +128,7 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
     case GgufType::BOOL: {
       uint8_t b = r.read<uint8_t>(key);
       if (b > 1) {
-        fail<FormatError>("{}: metadata '{}' is a bool with value {}; expected 0 or 1", r.name(), key, b);
+        fail<FormatError>("{}: metadata '{}' is a bool with value {}; expected 0 or 1", r.name(), shown(key), b);
       }
       v.u = b;
       break;
@@ -123,13 +136,13 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
     case GgufType::STRING: v.str = r.read_string("string value", key); break;
     case GgufType::ARRAY: {
       if (depth >= kMaxArrayDepth) {
-        fail<FormatError>("{}: metadata '{}' nests arrays deeper than {} levels", r.name(), key,
+        fail<FormatError>("{}: metadata '{}' nests arrays deeper than {} levels", r.name(), shown(key),
                           kMaxArrayDepth);
       }
       uint32_t et = r.read<uint32_t>(key);
       if (!valid_type(et)) {
         fail<FormatError>("{}: metadata '{}' is an array of unknown value type {}; expected 0..12",
-                          r.name(), key, et);
+                          r.name(), shown(key), et);
       }
       v.elem_type = static_cast<GgufType>(et);
       uint64_t count = r.read<uint64_t>(key);
@@ -138,7 +151,7 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
         fail<FormatError>(
             "{}: metadata '{}' claims an array of {} {} elements, more than the {} bytes left in the "
             "file can hold",
-            r.name(), key, count, gguf_type_name(v.elem_type), r.remaining());
+            r.name(), shown(key), count, gguf_type_name(v.elem_type), r.remaining());
       }
       if (const size_t es = gguf_scalar_size(v.elem_type); es != 0) {
         // Numbers are kept as the file stores them (min_bytes is exactly their size).
@@ -148,7 +161,7 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
           for (uint8_t b : v.packed) {
             if (b > 1) {
               fail<FormatError>("{}: metadata '{}' is an array of bool holding {}; expected 0 or 1",
-                                r.name(), key, b);
+                                r.name(), shown(key), b);
             }
           }
         }
@@ -248,35 +261,35 @@ int64_t GgufValue::as_int(std::string_view key) const {
   switch (type) {
     case GgufType::UINT8: case GgufType::UINT16: case GgufType::UINT32: case GgufType::UINT64:
       if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        fail<FormatError>("metadata '{}' = {} is out of range", key, u);
+        fail<FormatError>("metadata '{}' = {} is out of range", shown(key), u);
       }
       return static_cast<int64_t>(u);
     case GgufType::INT8: case GgufType::INT16: case GgufType::INT32: case GgufType::INT64:
       return i;
     default:
-      fail<FormatError>("metadata '{}' has type {}; expected an integer", key, gguf_type_name(type));
+      fail<FormatError>("metadata '{}' has type {}; expected an integer", shown(key), gguf_type_name(type));
   }
 }
 
 double GgufValue::as_float(std::string_view key) const {
   if (is_float()) return f;
   if (is_int()) return static_cast<double>(as_int(key));
-  fail<FormatError>("metadata '{}' has type {}; expected a number", key, gguf_type_name(type));
+  fail<FormatError>("metadata '{}' has type {}; expected a number", shown(key), gguf_type_name(type));
 }
 
 bool GgufValue::as_bool(std::string_view key) const {
   if (type == GgufType::BOOL) return u != 0;
-  fail<FormatError>("metadata '{}' has type {}; expected bool", key, gguf_type_name(type));
+  fail<FormatError>("metadata '{}' has type {}; expected bool", shown(key), gguf_type_name(type));
 }
 
 const std::string& GgufValue::as_string(std::string_view key) const {
   if (type == GgufType::STRING) return str;
-  fail<FormatError>("metadata '{}' has type {}; expected string", key, gguf_type_name(type));
+  fail<FormatError>("metadata '{}' has type {}; expected string", shown(key), gguf_type_name(type));
 }
 
 std::vector<std::string> GgufValue::as_strings(std::string_view key) const {
   if (type != GgufType::ARRAY || elem_type != GgufType::STRING) {
-    fail<FormatError>("metadata '{}' has type {}; expected an array of strings", key, summary());
+    fail<FormatError>("metadata '{}' has type {}; expected an array of strings", shown(key), summary());
   }
   std::vector<std::string> out;
   out.reserve(array.size());
@@ -288,7 +301,7 @@ std::vector<float> GgufValue::as_floats(std::string_view key) const {
   GgufValue probe;
   probe.type = elem_type;
   if (type != GgufType::ARRAY || !probe.is_number()) {
-    fail<FormatError>("metadata '{}' has type {}; expected an array of numbers", key, summary());
+    fail<FormatError>("metadata '{}' has type {}; expected an array of numbers", shown(key), summary());
   }
   const size_t n = array_size();
   std::vector<float> out;
@@ -306,7 +319,7 @@ std::vector<int64_t> GgufValue::as_ints(std::string_view key) const {
   GgufValue probe;
   probe.type = elem_type;
   if (type != GgufType::ARRAY || !probe.is_int()) {
-    fail<FormatError>("metadata '{}' has type {}; expected an array of integers", key, summary());
+    fail<FormatError>("metadata '{}' has type {}; expected an array of integers", shown(key), summary());
   }
   const size_t n = array_size();
   std::vector<int64_t> out;
@@ -437,11 +450,11 @@ void GgufFile::parse_all() {
     std::string key = r.read_string(fmt::format("key of metadata entry {}", k));
     uint32_t t = r.read<uint32_t>(fmt::format("type of metadata '{}'", key));
     if (!valid_type(t)) {
-      fail<FormatError>("{}: metadata '{}' has unknown value type {}; expected 0..12", name_, key, t);
+      fail<FormatError>("{}: metadata '{}' has unknown value type {}; expected 0..12", name_, shown(key), t);
     }
     GgufValue v = read_value(r, static_cast<GgufType>(t), key, 0);
     if (metadata_index_.count(key) != 0) {
-      fail<FormatError>("{}: duplicate metadata key '{}'", name_, key);
+      fail<FormatError>("{}: duplicate metadata key '{}'", name_, shown(key));
     }
     metadata_index_.emplace(key, metadata_.size());
     metadata_.emplace_back(std::move(key), std::move(v));
@@ -465,7 +478,7 @@ void GgufFile::parse_all() {
     ti.name = r.read_string(fmt::format("name of tensor {}", k));
     uint32_t n_dims = r.read<uint32_t>(fmt::format("dimension count of tensor '{}'", ti.name));
     if (n_dims == 0 || n_dims > kMaxDims) {
-      fail<FormatError>("{}: tensor '{}' has {} dimensions; expected 1 to {}", name_, ti.name, n_dims,
+      fail<FormatError>("{}: tensor '{}' has {} dimensions; expected 1 to {}", name_, shown(ti.name), n_dims,
                         kMaxDims);
     }
     uint64_t n_el = 1;
@@ -474,7 +487,7 @@ void GgufFile::parse_all() {
       if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
           !checked_mul(n_el, ne, &n_el)) {
         fail<FormatError>("{}: tensor '{}' has a shape whose element count overflows (dimension {} = {})",
-                          name_, ti.name, d, ne);
+                          name_, shown(ti.name), d, ne);
       }
       ti.ne.push_back(ne);
     }
@@ -485,18 +498,18 @@ void GgufFile::parse_all() {
       if (ti.ne[0] % info->block_elems != 0) {
         fail<FormatError>("{}: tensor '{}' of type {} has rows of {} elements; expected a multiple of "
                           "the block size {}",
-                          name_, ti.name, info->name, ti.ne[0], info->block_elems);
+                          name_, shown(ti.name), info->name, ti.ne[0], info->block_elems);
       }
       if (!checked_mul(n_el / info->block_elems, info->block_bytes, &ti.n_bytes)) {
-        fail<FormatError>("{}: tensor '{}' size overflows", name_, ti.name);
+        fail<FormatError>("{}: tensor '{}' size overflows", name_, shown(ti.name));
       }
     }
     if (ti.offset % alignment_ != 0) {
       fail<FormatError>("{}: tensor '{}' has data offset {}, not a multiple of the alignment {}", name_,
-                        ti.name, ti.offset, alignment_);
+                        shown(ti.name), ti.offset, alignment_);
     }
     if (tensor_index_.count(ti.name) != 0) {
-      fail<FormatError>("{}: duplicate tensor name '{}'", name_, ti.name);
+      fail<FormatError>("{}: duplicate tensor name '{}'", name_, shown(ti.name));
     }
     tensor_index_.emplace(ti.name, tensors_.size());
     tensors_.push_back(std::move(ti));
@@ -522,7 +535,7 @@ void GgufFile::parse_all() {
     if (!checked_add(ti.offset, ti.n_bytes, &end) || end > data_size) {
       fail<FormatError>("{}: tensor '{}' ({} bytes at data offset {}) runs past the end of the file: "
                         "the data section holds {} bytes",
-                        name_, ti.name, ti.n_bytes, ti.offset, data_size);
+                        name_, shown(ti.name), ti.n_bytes, ti.offset, data_size);
     }
     ti.data = bytes_.data() + data + ti.offset;
   }
@@ -568,12 +581,12 @@ bool GgufFile::get_bool(std::string_view key, bool fallback) const {
 }
 int64_t GgufFile::require_int(std::string_view key) const {
   auto v = get_int(key);
-  if (!v) fail<FormatError>("{}: required metadata '{}' is missing", name_, key);
+  if (!v) fail<FormatError>("{}: required metadata '{}' is missing", name_, shown(key));
   return *v;
 }
 std::string GgufFile::require_string(std::string_view key) const {
   auto v = get_string(key);
-  if (!v) fail<FormatError>("{}: required metadata '{}' is missing", name_, key);
+  if (!v) fail<FormatError>("{}: required metadata '{}' is missing", name_, shown(key));
   return *v;
 }
 
@@ -716,24 +729,7 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
 
 void GgufWriter::write(const std::string& path) const {
   std::vector<uint8_t> bytes = to_bytes();
-  std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail<IoError>("cannot create '{}'", tmp);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
-      out.close();
-      std::filesystem::remove(tmp);
-      fail<IoError>("cannot write '{}' ({} bytes)", tmp, bytes.size());
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    fail<IoError>("cannot rename '{}' to '{}': {}", tmp, path, ec.message());
-  }
+  write_file_atomic(path, bytes.data(), bytes.size());
 }
 
 }  // namespace sq

@@ -64,7 +64,25 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, T
   if (bias != nullptr && !bias->empty()) require_f32_vector(*bias, n_out, "bias");
   const float* b = (bias != nullptr && !bias->empty()) ? reinterpret_cast<const float*>(bias->data)
                                                       : nullptr;
-  // Rows are the unit of work; each output element is one dot_row call whatever the split.
+  // Each token's activations are converted to the weights' vec_dot_type once, here, rather than
+  // once per output row; the conversion depends only on that token's floats, so the outputs do not
+  // depend on the batch or the split. F32 weights read x as it is (the exact path).
+  const GgmlType vec_type = kernels::vec_dot_type(w.type);
+  const uint8_t* qx = reinterpret_cast<const uint8_t*>(x);
+  size_t q_stride = static_cast<size_t>(n_in) * sizeof(float);
+  std::vector<uint8_t> q_scratch;  // [n_tokens, row_bytes(vec_type, n_in)]
+  if (vec_type != GgmlType::F32) {
+    q_stride = kernels::row_bytes(vec_type, n_in);
+    q_scratch.resize(q_stride * static_cast<size_t>(n_tokens));
+    pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        kernels::quantize_activation(vec_type, x + t * n_in,
+                                     q_scratch.data() + static_cast<size_t>(t) * q_stride, n_in);
+      }
+    });
+    qx = q_scratch.data();
+  }
+  // Rows are the unit of work; each output element is one dot_row_q call whatever the split.
   pool.parallel_for(
       n_out,
       [&](int64_t r0, int64_t r1) {
@@ -72,10 +90,10 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, T
         for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
           const int64_t re = std::min(r1, rb + kRowBlock);
           for (int64_t t = 0; t < n_tokens; ++t) {
-            const float* xt = x + t * n_in;
+            const uint8_t* xt = qx + static_cast<size_t>(t) * q_stride;
             float* ot = out + t * n_out;
             for (int64_t r = rb; r < re; ++r) {
-              float v = kernels::dot_row(w.type, w.row(r), xt, n_in);
+              float v = kernels::dot_row_q(w.type, w.row(r), xt, n_in);
               ot[r] = b != nullptr ? v + b[r] : v;
             }
           }

@@ -22,6 +22,10 @@ void rms_norm(const float* x, const TensorView& weight, float eps, int64_t n_tok
               float* out);
 
 // out[t, r] = sum_i W[r, i] * x[t, i]  (+ bias[r] when bias is not empty), for W of ne {n_in, n_out}.
+// As llama.cpp does, each token's row x[t] is first rounded to the activation format W's type pairs
+// with (kernels::vec_dot_type: F16 for F16, BF16 for BF16, 8-bit blocks for the quantized types),
+// and the dot products are integer ones per block (kernels::dot_row_q); F32 weights use x exactly.
+// Allocates that rounded copy of x, n_tokens * row_bytes(vec_dot_type, n_in) bytes, once per call.
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, ThreadPool& pool,
             const TensorView* bias = nullptr);
 

@@ -85,7 +85,8 @@ TEST_P(QuantTest, TraitsMatchTypeInfo) {
   EXPECT_EQ(traits->type, t);
   EXPECT_EQ(traits->block_elems, static_cast<int64_t>(type_info(t)->block_elems));
   EXPECT_EQ(traits->block_bytes, static_cast<size_t>(type_info(t)->block_bytes));
-  EXPECT_EQ(traits->vec_dot_type, GgmlType::F32);
+  EXPECT_EQ(traits->vec_dot_type, vec_dot_type(t));
+  EXPECT_TRUE(activation_type_supported(traits->vec_dot_type));
   EXPECT_EQ(row_bytes(t, 4096), 4096 / type_info(t)->block_elems * type_info(t)->block_bytes);
 }
 

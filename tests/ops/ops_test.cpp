@@ -1,10 +1,12 @@
 // The ops against plain double-precision formulas written out here.
+#include <bit>
 #include <cmath>
 #include <vector>
 
 #include "base/error.h"
 #include "base/rng.h"
 #include "base/thread_pool.h"
+#include "kernels/quant.h"
 #include "ops/ops.h"
 #include "support.h"
 
@@ -61,6 +63,51 @@ TEST(Ops, MatmulWithBias) {
       double s = b[r];
       for (int64_t i = 0; i < n_in; ++i) s += double(w[r * n_in + i]) * x[t * n_in + i];
       EXPECT_NEAR(out[t * n_out + r], s, 1e-4);
+    }
+  }
+}
+
+// Quantized weights: each token's row is rounded once to the vec_dot_type and every output is
+// dot_row_q of it, bit for bit, whatever the batch or the number of threads.
+TEST(Ops, MatmulQuantizesActivationsPerToken) {
+  const int64_t n_in = 512, n_out = 37, n = 6;
+  const auto wf = random_values(static_cast<size_t>(n_in * n_out), 11);
+  const auto x = random_values(static_cast<size_t>(n_in * n), 12, 4.0);
+  for (GgmlType t : {GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
+                     GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+    const size_t rb = kernels::row_bytes(t, n_in);
+    std::vector<uint8_t> wq(rb * static_cast<size_t>(n_out));
+    for (int64_t r = 0; r < n_out; ++r) {
+      kernels::quantize_row(t, wf.data() + r * n_in, wq.data() + static_cast<size_t>(r) * rb, n_in);
+    }
+    TensorView w;
+    w.name = "w";
+    w.type = t;
+    w.ne = {n_in, n_out, 1, 1};
+    w.n_dims = 2;
+    w.data = wq.data();
+    const GgmlType vt = kernels::vec_dot_type(t);
+    std::vector<uint8_t> qx(kernels::row_bytes(vt, n_in));
+    std::vector<float> want(static_cast<size_t>(n * n_out));
+    for (int64_t tok = 0; tok < n; ++tok) {
+      kernels::quantize_activation(vt, x.data() + tok * n_in, qx.data(), n_in);
+      for (int64_t r = 0; r < n_out; ++r) {
+        want[static_cast<size_t>(tok * n_out + r)] = kernels::dot_row_q(t, w.row(r), qx.data(), n_in);
+      }
+    }
+    for (int threads : {1, 3}) {
+      ThreadPool pool(threads);
+      std::vector<float> batch(want.size()), single(want.size());
+      ops::matmul(w, x.data(), n, batch.data(), pool);
+      for (int64_t tok = 0; tok < n; ++tok) {
+        ops::matmul(w, x.data() + tok * n_in, 1, single.data() + tok * n_out, pool);
+      }
+      for (size_t i = 0; i < want.size(); ++i) {
+        EXPECT_EQ(std::bit_cast<uint32_t>(batch[i]), std::bit_cast<uint32_t>(want[i]))
+            << type_name(t) << " threads " << threads << " i " << i;
+        EXPECT_EQ(std::bit_cast<uint32_t>(single[i]), std::bit_cast<uint32_t>(want[i]))
+            << type_name(t) << " threads " << threads << " i " << i;
+      }
     }
   }
 }
