@@ -116,7 +116,7 @@ Runner add_run(CLI::App& app) {
   cmd->add_option("--frequency-penalty", f->frequency_penalty, "OpenAI frequency penalty")
       ->capture_default_str();
   cmd->add_option("-s,--seed", f->seed, "Random seed (default: random)");
-  cmd->add_option("--stop", f->stop, "Stop when this text is generated (repeatable)");
+  cmd->add_option("--stop", f->stop, "Stop when this text is generated (repeatable)")->allow_extra_args(false);
   cmd->add_flag("--no-bos", f->no_bos, "Do not add the BOS token before the prompt");
   cmd->add_flag("--special", f->special, "Parse special-token text in the prompt as special tokens");
   cmd->add_flag("--ignore-eos", f->ignore_eos, "Keep generating past end-of-generation tokens");

@@ -1,6 +1,8 @@
 // Loading and running models built with the synthetic-model writer: batch and thread-count
 // invariance of the logits, refusal of unsupported types and architectures, shape checks.
+#include <cstdio>
 #include <cstring>
+#include <unistd.h>
 #include <filesystem>
 #include <vector>
 
@@ -222,6 +224,41 @@ TEST(ModelLoad, GarbageIsNotAModel) {
   std::fclose(f);
   std::string msg = load_error<FormatError>(path);
   EXPECT_NE(msg.find("not a GGUF file"), std::string::npos) << msg;
+}
+
+int64_t resident_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return -1;
+  long size = 0, resident = 0;
+  const int got = std::fscanf(f, "%ld %ld", &size, &resident);
+  std::fclose(f);
+  return got == 2 ? static_cast<int64_t>(resident) * ::sysconf(_SC_PAGESIZE) : -1;
+}
+
+// DESIGN.md invariant 1: loading maps the file; resident memory grows by page faults on what is
+// touched, not by a copy of the weights.
+TEST(ModelLoad, LoadingALargeModelMapsItInsteadOfCopying) {
+  if (resident_bytes() < 0) GTEST_SKIP() << "/proc/self/statm is not readable here";
+  TempDir dir;
+  const std::string path = dir.file("large.gguf");
+  {
+    SynthSpec s;
+    s.n_embd = 2048;
+    s.n_vocab = 16000;
+    s.n_layer = 1;
+    s.n_head = 16;
+    s.n_head_kv = 4;
+    s.n_ff = 2048;
+    synth_model(s).write(path);
+  }
+  const auto file_size = static_cast<int64_t>(std::filesystem::file_size(path));
+  ASSERT_GE(file_size, int64_t{256} << 20);
+  const int64_t before = resident_bytes();
+  auto model = load_model(path);
+  const int64_t growth = resident_bytes() - before;
+  EXPECT_EQ(model->config.n_vocab, 16000);
+  EXPECT_LT(growth, file_size / 20) << "loading a " << file_size << "-byte model made " << growth
+                                    << " bytes resident";
 }
 
 }  // namespace
