@@ -22,14 +22,7 @@ struct RunFlags {
   int32_t n_predict = 128;
   int32_t threads = 0;
   int32_t ctx = 0;
-  float temp = 0.8f;
-  int32_t top_k = 40;
-  float top_p = 0.95f;
-  float min_p = 0.05f;
-  float repeat_penalty = 1.0f;
-  int32_t repeat_last_n = 64;
-  float presence_penalty = 0.0f;
-  float frequency_penalty = 0.0f;
+  SamplingParams sampling;  // defaults are llama.cpp's
   int64_t seed = -1;
   std::vector<std::string> stop;
   bool no_bos = false;
@@ -52,14 +45,7 @@ int run(const RunFlags& f) {
   o.n_predict = f.n_predict;
   o.n_ctx = f.ctx;
   o.n_threads = f.threads > 0 ? f.threads : default_thread_count();
-  o.sampling.temperature = f.temp;
-  o.sampling.top_k = f.top_k;
-  o.sampling.top_p = f.top_p;
-  o.sampling.min_p = f.min_p;
-  o.sampling.repeat_penalty = f.repeat_penalty;
-  o.sampling.repeat_last_n = f.repeat_last_n;
-  o.sampling.presence_penalty = f.presence_penalty;
-  o.sampling.frequency_penalty = f.frequency_penalty;
+  o.sampling = f.sampling;
   o.sampling.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed)
                                 : static_cast<uint64_t>(std::random_device{}()) << 32 |
                                       std::random_device{}();
@@ -103,17 +89,17 @@ Runner add_run(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-t,--threads", f->threads, "Threads (default: physical cores)");
   cmd->add_option("-c,--ctx-size", f->ctx, "Context length (default: the model's, at most 4096)");
-  cmd->add_option("--temp", f->temp, "Temperature; 0 means greedy")->capture_default_str();
-  cmd->add_option("--top-k", f->top_k, "Keep the k most likely tokens; 0 disables")->capture_default_str();
-  cmd->add_option("--top-p", f->top_p, "Nucleus sampling threshold; 1 disables")->capture_default_str();
-  cmd->add_option("--min-p", f->min_p, "Drop tokens below min-p times the best one; 0 disables")
+  cmd->add_option("--temp", f->sampling.temperature, "Temperature; 0 means greedy")->capture_default_str();
+  cmd->add_option("--top-k", f->sampling.top_k, "Keep the k most likely tokens; 0 disables")->capture_default_str();
+  cmd->add_option("--top-p", f->sampling.top_p, "Nucleus sampling threshold; 1 disables")->capture_default_str();
+  cmd->add_option("--min-p", f->sampling.min_p, "Drop tokens below min-p times the best one; 0 disables")
       ->capture_default_str();
-  cmd->add_option("--repeat-penalty", f->repeat_penalty, "Penalty for repeated tokens; 1 disables")
+  cmd->add_option("--repeat-penalty", f->sampling.repeat_penalty, "Penalty for repeated tokens; 1 disables")
       ->capture_default_str();
-  cmd->add_option("--repeat-last-n", f->repeat_last_n, "Window of the penalties; -1 all, 0 disables")
+  cmd->add_option("--repeat-last-n", f->sampling.repeat_last_n, "Window of the penalties; -1 all, 0 disables")
       ->capture_default_str();
-  cmd->add_option("--presence-penalty", f->presence_penalty, "OpenAI presence penalty")->capture_default_str();
-  cmd->add_option("--frequency-penalty", f->frequency_penalty, "OpenAI frequency penalty")
+  cmd->add_option("--presence-penalty", f->sampling.presence_penalty, "OpenAI presence penalty")->capture_default_str();
+  cmd->add_option("--frequency-penalty", f->sampling.frequency_penalty, "OpenAI frequency penalty")
       ->capture_default_str();
   cmd->add_option("-s,--seed", f->seed, "Random seed (default: random)");
   cmd->add_option("--stop", f->stop, "Stop when this text is generated (repeatable)")->allow_extra_args(false);

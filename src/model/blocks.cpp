@@ -31,13 +31,7 @@ TensorView view_of(const GgufFile& file, const GgufTensorInfo& ti) {
         "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
         file.name(), ti.name, type_name(ti.type_id));
   }
-  TensorView v;
-  v.name = ti.name;
-  v.type = ti.type();
-  v.n_dims = static_cast<int>(ti.ne.size());
-  for (size_t d = 0; d < ti.ne.size(); ++d) v.ne[d] = static_cast<int64_t>(ti.ne[d]);
-  v.data = ti.data;
-  return v;
+  return tensor_view(ti);
 }
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -61,6 +55,16 @@ TensorView check_shape(const GgufFile& file, const GgufTensorInfo& ti,
 }
 
 }  // namespace
+
+TensorView tensor_view(const GgufTensorInfo& ti) {
+  TensorView v;
+  v.name = ti.name;
+  v.type = ti.type();
+  v.n_dims = static_cast<int>(ti.ne.size());
+  for (size_t d = 0; d < ti.ne.size(); ++d) v.ne[d] = static_cast<int64_t>(ti.ne[d]);
+  v.data = ti.data;
+  return v;
+}
 
 ModelConfig read_decoder_config(const GgufFile& file, const std::string& arch) {
   const std::string p = arch + ".";

@@ -14,6 +14,10 @@
 namespace sq {
 
 class GgufFile;
+struct GgufTensorInfo;
+
+// A view of a tensor as the file describes it, whatever its type (no check).
+TensorView tensor_view(const GgufTensorInfo& info);
 
 // Reads the llama-family keys under `<arch>.` (context_length, embedding_length, block_count,
 // feed_forward_length, attention.head_count[_kv], attention.key_length,

@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/mmap.h"
 #include "model/arch.h"
+#include "model/blocks.h"
 #include "model/gguf.h"
 #include "model/model.h"
 
@@ -33,15 +34,7 @@ std::unique_ptr<Model> load_gguf(const std::string& path) {
   model->file_size = file->file_size();
   model->name = file->get_string("general.name", std::filesystem::path(path).stem().string());
   arch->load(*file, *model);
-  for (const auto& ti : file->tensors()) {
-    TensorView v;
-    v.name = ti.name;
-    v.type = ti.type();
-    v.n_dims = static_cast<int>(ti.ne.size());
-    for (size_t d = 0; d < ti.ne.size(); ++d) v.ne[d] = static_cast<int64_t>(ti.ne[d]);
-    v.data = ti.data;
-    model->tensors.push_back(std::move(v));
-  }
+  for (const auto& ti : file->tensors()) model->tensors.push_back(tensor_view(ti));
   model->storage = file;
   return model;
 }

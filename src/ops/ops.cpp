@@ -11,7 +11,11 @@
 
 namespace sq {
 
-size_t TensorView::row_size() const { return kernels::row_bytes(type, ne[0]); }
+size_t TensorView::row_size() const {
+  // Any type GGML defines (a view may describe a tensor squeeze does not compute with).
+  const auto info = type_info(type);
+  return info ? static_cast<size_t>(ne[0] / info->block_elems) * info->block_bytes : 0;
+}
 
 TensorView TensorView::slice(int64_t i) const {
   TensorView s = *this;
