@@ -21,6 +21,7 @@ struct LogitsFlags {
   std::string out;
   int32_t threads = 0;
   int32_t ctx = 0;
+  std::string kv_type = "f16";
 };
 
 int logits(const LogitsFlags& f) {
@@ -45,7 +46,7 @@ int logits(const LogitsFlags& f) {
     fail<InvalidArgument>("{} tokens do not fit the context of {} (raise -c)", n, n_ctx);
   }
   ThreadPool pool(f.threads > 0 ? f.threads : default_thread_count());
-  KvCache kv(c, n);
+  KvCache kv(c, n, ops::parse_kv_type(f.kv_type));
   std::vector<float> out(static_cast<size_t>(n) * static_cast<size_t>(c.n_vocab));
   model->forward(ids, 0, kv, pool, out, true);
   write_file_atomic(f.out, out.data(), out.size() * sizeof(float));
@@ -63,6 +64,7 @@ Runner add_logits(CLI::App& app) {
   cmd->add_option("-o,--output", f->out, "Output file: float32 [n_tokens x n_vocab], row-major")->required();
   cmd->add_option("-t,--threads", f->threads, "Threads (default: physical cores)");
   cmd->add_option("-c,--ctx-size", f->ctx, "Context length (default: enough for the tokens)");
+  add_kv_type_flag(*cmd, f->kv_type);
   return [f] { return logits(*f); };
 }
 

@@ -29,6 +29,7 @@ struct RunFlags {
   bool special = false;
   bool ignore_eos = false;
   bool no_prompt_echo = false;
+  std::string kv_type = "f16";
 };
 
 int run(const RunFlags& f) {
@@ -44,6 +45,7 @@ int run(const RunFlags& f) {
   GenerateOptions o;
   o.n_predict = f.n_predict;
   o.n_ctx = f.ctx;
+  o.kv_type = ops::parse_kv_type(f.kv_type);
   o.n_threads = f.threads > 0 ? f.threads : default_thread_count();
   o.sampling = f.sampling;
   o.sampling.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed)
@@ -106,6 +108,7 @@ Runner add_run(CLI::App& app) {
   cmd->add_flag("--no-bos", f->no_bos, "Do not add the BOS token before the prompt");
   cmd->add_flag("--special", f->special, "Parse special-token text in the prompt as special tokens");
   cmd->add_flag("--ignore-eos", f->ignore_eos, "Keep generating past end-of-generation tokens");
+  add_kv_type_flag(*cmd, f->kv_type);
   cmd->add_flag("--no-echo", f->no_prompt_echo, "Do not print the prompt before the generated text");
   return [f] { return run(*f); };
 }

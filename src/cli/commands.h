@@ -24,6 +24,9 @@ struct ModelFlags {
 };
 void add_model_flags(CLI::App& cmd, ModelFlags& flags);
 
+// --kv-type f16|f32|q8_0, parsed into `type`.
+void add_kv_type_flag(CLI::App& cmd, std::string& type);
+
 // True when standard output is a terminal.
 bool stdout_is_tty();
 

@@ -14,6 +14,10 @@ void add_model_flags(CLI::App& cmd, ModelFlags& flags) {
                  "checkpoint)");
 }
 
+void add_kv_type_flag(CLI::App& cmd, std::string& type) {
+  cmd.add_option("--kv-type", type, "KV cache type: f16, f32 or q8_0")->capture_default_str();
+}
+
 bool stdout_is_tty() { return ::isatty(STDOUT_FILENO) == 1; }
 
 }  // namespace sq::cli

@@ -93,6 +93,7 @@ void check_request(const Engine& engine, const std::vector<int32_t>& prompt,
     }
   }
   options.sampling.validate();
+  ops::kv_row_bytes(options.kv_type, model.config.kv_dim());  // throws when the type cannot hold the rows
 }
 
 GenerateResult generate(const Engine& engine, const std::vector<int32_t>& prompt,
@@ -106,7 +107,7 @@ GenerateResult generate(const Engine& engine, const std::vector<int32_t>& prompt
   Sampler sampler(options.sampling, model.config.n_vocab);
   ThreadPool pool(options.n_threads > 0 ? options.n_threads : default_thread_count());
   // Only the positions this request can reach: a long default context costs no memory.
-  KvCache kv(model.config, static_cast<int32_t>(n_prompt + options.n_predict));
+  KvCache kv(model.config, static_cast<int32_t>(n_prompt + options.n_predict), options.kv_type);
   std::vector<float> logits(static_cast<size_t>(model.config.n_vocab));
   StreamDecoder decoder(tok);
   StopMatcher stops(options.stop);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
+#include "ops/ops.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -52,6 +53,7 @@ struct GenerateOptions {
   int32_t n_predict = 128;     // tokens to generate (not counting the prompt)
   int32_t n_ctx = 0;           // context to allocate; 0: the model's, capped at 4096
   int32_t n_threads = 0;       // 0: physical cores
+  ops::KvType kv_type = ops::KvType::F16;
   SamplingParams sampling;
   std::vector<std::string> stop;  // stop strings (not emitted)
   bool stop_at_eog = true;

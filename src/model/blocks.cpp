@@ -268,7 +268,7 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
   rope.freq_base = c.rope_freq_base;
   rope.freq_scale = c.rope_freq_scale;
   rope.freq_factors = m.rope_freq_factors;
-  ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim, kv.row_stride()};
+  ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
 
   for (int32_t l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = m.layers[static_cast<size_t>(l)];
@@ -279,11 +279,9 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
     ops::rope(q.data(), n, c.n_head, c.head_dim, pos0, rope);
     ops::rope(k.data(), n, c.n_head_kv, c.head_dim, pos0, rope);
     for (int64_t t = 0; t < n; ++t) {
-      const auto pos = static_cast<int32_t>(pos0 + t);
-      std::memcpy(kv.k(l, pos), k.data() + t * KV, static_cast<size_t>(KV) * sizeof(float));
-      std::memcpy(kv.v(l, pos), v.data() + t * KV, static_cast<size_t>(KV) * sizeof(float));
+      kv.store(l, static_cast<int32_t>(pos0 + t), k.data() + t * KV, v.data() + t * KV);
     }
-    ops::attention(q.data(), kv.k(l, 0), kv.v(l, 0), n, pos0, shape, attn.data(), pool);
+    ops::attention(q.data(), kv.rows(l), n, pos0, shape, attn.data(), pool);
     ops::matmul(L.wo, attn.data(), n, tmp.data(), pool);
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
 

@@ -6,10 +6,12 @@
 
 namespace sq {
 
-KvCache::KvCache(const ModelConfig& config, int32_t n_ctx)
+KvCache::KvCache(const ModelConfig& config, int32_t n_ctx, ops::KvType type)
     : n_ctx_(n_ctx),
       kv_dim_(config.kv_dim()),
-      k_(static_cast<size_t>(config.n_layer) * static_cast<size_t>(n_ctx) * static_cast<size_t>(config.kv_dim())),
+      type_(type),
+      row_bytes_(ops::kv_row_bytes(type, config.kv_dim())),
+      k_(static_cast<size_t>(config.n_layer) * static_cast<size_t>(n_ctx) * row_bytes_),
       v_(k_.size()) {}
 
 void KvCache::truncate(int32_t n) {
@@ -20,6 +22,16 @@ void KvCache::truncate(int32_t n) {
 void KvCache::grow_to(int32_t n) {
   assert(n >= size_ && n <= n_ctx_);
   size_ = n;
+}
+
+void KvCache::store(int32_t layer, int32_t pos, const float* k, const float* v) {
+  assert(pos >= 0 && pos < n_ctx_);
+  ops::store_kv_row(type_, k, k_.data() + offset(layer, pos), kv_dim_);
+  ops::store_kv_row(type_, v, v_.data() + offset(layer, pos), kv_dim_);
+}
+
+ops::KvRows KvCache::rows(int32_t layer) const {
+  return {k_.data() + offset(layer, 0), v_.data() + offset(layer, 0), type_, row_bytes_};
 }
 
 }  // namespace sq

@@ -1,11 +1,13 @@
-// Keys and values of the positions a sequence has seen, one contiguous f32 block per layer:
-// [n_ctx, kv_dim] for keys and the same for values. The engine's paged cache will replace this
-// for serving; a single sequence needs nothing more.
+// Keys and values of the positions a sequence has seen: per layer, one row per position for keys
+// and one for values, each n_head_kv * head_dim values stored as F16 (the default), F32 or Q8_0.
+// The engine's paged cache will replace this for serving; a single sequence needs nothing more.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
+#include "ops/ops.h"
 
 namespace sq {
 
@@ -13,31 +15,36 @@ struct ModelConfig;
 
 class KvCache {
  public:
-  KvCache(const ModelConfig& config, int32_t n_ctx);
+  // Throws InvalidArgument when `type` cannot hold this model's rows (Q8_0 needs multiples of 32).
+  KvCache(const ModelConfig& config, int32_t n_ctx, ops::KvType type = ops::KvType::F16);
 
   int32_t capacity() const { return n_ctx_; }
   int32_t size() const { return size_; }
-  int64_t row_stride() const { return kv_dim_; }  // floats between consecutive positions
+  ops::KvType type() const { return type_; }
   // Forgets positions from n on (n <= size()).
   void truncate(int32_t n);
   void clear() { size_ = 0; }
-  // Marks positions [size(), n) as filled; the forward pass writes them first.
+  // Marks positions [size(), n) as filled; the forward pass stores them first.
   void grow_to(int32_t n);
 
-  float* k(int32_t layer, int32_t pos) { return &k_[index(layer, pos)]; }
-  float* v(int32_t layer, int32_t pos) { return &v_[index(layer, pos)]; }
-  size_t bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
+  // Stores the key and value rows (kv_dim floats each) of `pos` in `layer`.
+  void store(int32_t layer, int32_t pos, const float* k, const float* v);
+  // The rows of positions 0.. of a layer, for attention.
+  ops::KvRows rows(int32_t layer) const;
+  size_t bytes() const { return k_.size() + v_.size(); }
 
  private:
-  size_t index(int32_t layer, int32_t pos) const {
+  size_t offset(int32_t layer, int32_t pos) const {
     return (static_cast<size_t>(layer) * static_cast<size_t>(n_ctx_) + static_cast<size_t>(pos)) *
-           static_cast<size_t>(kv_dim_);
+           row_bytes_;
   }
   int32_t n_ctx_;
   int32_t kv_dim_;
+  ops::KvType type_;
+  size_t row_bytes_;
   int32_t size_ = 0;
-  std::vector<float> k_;  // [n_layer, n_ctx, kv_dim]
-  std::vector<float> v_;  // [n_layer, n_ctx, kv_dim]
+  std::vector<uint8_t> k_;  // [n_layer, n_ctx, row_bytes]
+  std::vector<uint8_t> v_;  // [n_layer, n_ctx, row_bytes]
 };
 
 }  // namespace sq

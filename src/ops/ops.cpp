@@ -178,41 +178,5 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void attention(const float* q, const float* k, const float* v, int64_t n_tokens, int32_t pos0,
-               const AttentionShape& s, float* out, ThreadPool& pool) {
-  if (s.n_head <= 0 || s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0 || s.head_dim <= 0) {
-    fail<InvalidArgument>("attention: {} query heads cannot share {} key/value heads", s.n_head,
-                          s.n_head_kv);
-  }
-  const int32_t group = s.n_head / s.n_head_kv;
-  const int64_t hd = s.head_dim;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t n_ctx = pos0 + n_tokens;
-  pool.parallel_for(n_tokens * s.n_head, [&](int64_t j0, int64_t j1) {
-    std::vector<float> scores(static_cast<size_t>(n_ctx));
-    for (int64_t j = j0; j < j1; ++j) {
-      const int64_t t = j / s.n_head;
-      const int32_t h = static_cast<int32_t>(j % s.n_head);
-      const int32_t hk = h / group;
-      const float* qh = q + (t * s.n_head + h) * hd;
-      const int64_t n_keys = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
-      for (int64_t p = 0; p < n_keys; ++p) {
-        const float* kp = k + p * s.kv_stride + hk * hd;
-        float dot = 0.0f;
-        for (int64_t d = 0; d < hd; ++d) dot += qh[d] * kp[d];
-        scores[static_cast<size_t>(p)] = dot * scale;
-      }
-      softmax(scores.data(), n_keys);
-      float* oh = out + (t * s.n_head + h) * hd;
-      std::fill(oh, oh + hd, 0.0f);
-      for (int64_t p = 0; p < n_keys; ++p) {
-        const float* vp = v + p * s.kv_stride + hk * hd;
-        const float w = scores[static_cast<size_t>(p)];
-        for (int64_t d = 0; d < hd; ++d) oh[d] += w * vp[d];
-      }
-    }
-  });
-}
-
 }  // namespace ops
 }  // namespace sq

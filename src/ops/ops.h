@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "ops/tensor.h"
 
@@ -53,17 +54,40 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n);
 // In-place softmax over n values, in a fixed order. -inf entries get probability 0.
 void softmax(float* x, int64_t n);
 
+// How the KV cache stores a position's keys or values (a row of n_head_kv * head_dim values).
+enum class KvType {
+  F32,
+  F16,   // the default: half the memory of F32, exact enough that the logits do not move
+  Q8_0,  // blocks of 32 int8 with an F16 scale; the row length must be a multiple of 32
+};
+
+std::string_view kv_type_name(KvType t);
+// Parses "f32", "f16" or "q8_0" (any case); throws InvalidArgument naming the value and the choices.
+KvType parse_kv_type(std::string_view name);
+// Bytes of one row of n values; InvalidArgument when Q8_0 is asked for n not a multiple of 32.
+size_t kv_row_bytes(KvType t, int64_t n);
+// Converts one row of n floats into the cache format.
+void store_kv_row(KvType t, const float* src, uint8_t* dst, int64_t n);
+
 struct AttentionShape {
   int32_t n_head = 0;
   int32_t n_head_kv = 0;
   int32_t head_dim = 0;
-  int64_t kv_stride = 0;  // floats between the rows of consecutive positions in k and v
+};
+
+// Keys and values of positions 0, 1, ... as consecutive rows of row_bytes.
+struct KvRows {
+  const uint8_t* k = nullptr;
+  const uint8_t* v = nullptr;
+  KvType type = KvType::F32;
+  size_t row_bytes = 0;
 };
 
 // Causal multi-head attention with grouped K/V heads. q: [n_tokens, n_head * head_dim], token t at
-// position pos0 + t; k, v: rows for positions 0 .. pos0 + n_tokens - 1 (already holding the new
-// tokens). out: [n_tokens, n_head * head_dim].
-void attention(const float* q, const float* k, const float* v, int64_t n_tokens, int32_t pos0,
+// position pos0 + t; kv holds rows for positions 0 .. pos0 + n_tokens - 1 (the new tokens
+// included). out: [n_tokens, n_head * head_dim]. Each (token, head) is computed by the same
+// operations whatever the batch, so results are batch- and thread-invariant.
+void attention(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0,
                const AttentionShape& shape, float* out, ThreadPool& pool);
 
 }  // namespace ops

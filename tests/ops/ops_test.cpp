@@ -173,7 +173,9 @@ TEST(Ops, AttentionIsCausalWithGroupedHeads) {
   auto v = random_values(static_cast<size_t>(ctx * kv_stride), 10);
   std::vector<float> out(q.size());
   ThreadPool pool(2);
-  ops::attention(q.data(), k.data(), v.data(), n, pos0, {n_head, n_kv, hd, kv_stride}, out.data(), pool);
+  ops::KvRows rows{reinterpret_cast<const uint8_t*>(k.data()), reinterpret_cast<const uint8_t*>(v.data()),
+                   ops::KvType::F32, static_cast<size_t>(kv_stride) * sizeof(float)};
+  ops::attention(q.data(), rows, n, pos0, {n_head, n_kv, hd}, out.data(), pool);
   for (int t = 0; t < n; ++t) {
     for (int h = 0; h < n_head; ++h) {
       const int hk = h / (n_head / n_kv);
@@ -194,6 +196,35 @@ TEST(Ops, AttentionIsCausalWithGroupedHeads) {
       }
     }
   }
+}
+
+// F16 and Q8_0 caches give what F32 gives, within their rounding.
+TEST(Ops, AttentionOverF16AndQ8CachesMatchesF32) {
+  const int32_t n_head = 4, n_kv = 2, hd = 16, pos0 = 5, n = 3;
+  const int64_t ctx = pos0 + n, kv_dim = n_kv * hd;
+  auto q = random_values(static_cast<size_t>(n * n_head * hd), 12);
+  auto k = random_values(static_cast<size_t>(ctx * kv_dim), 13);
+  auto v = random_values(static_cast<size_t>(ctx * kv_dim), 14);
+  ThreadPool pool(2);
+  std::vector<float> want(q.size());
+  ops::attention(q.data(),
+                 {reinterpret_cast<const uint8_t*>(k.data()), reinterpret_cast<const uint8_t*>(v.data()),
+                  ops::KvType::F32, static_cast<size_t>(kv_dim) * 4},
+                 n, pos0, {n_head, n_kv, hd}, want.data(), pool);
+  for (auto [type, tol] : {std::pair{ops::KvType::F16, 2e-3}, std::pair{ops::KvType::Q8_0, 3e-2}}) {
+    const size_t rb = ops::kv_row_bytes(type, kv_dim);
+    std::vector<uint8_t> kc(rb * ctx), vc(rb * ctx);
+    for (int64_t p = 0; p < ctx; ++p) {
+      ops::store_kv_row(type, k.data() + p * kv_dim, kc.data() + p * rb, kv_dim);
+      ops::store_kv_row(type, v.data() + p * kv_dim, vc.data() + p * rb, kv_dim);
+    }
+    std::vector<float> got(q.size());
+    ops::attention(q.data(), {kc.data(), vc.data(), type, rb}, n, pos0, {n_head, n_kv, hd}, got.data(), pool);
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], tol) << ops::kv_type_name(type);
+  }
+  EXPECT_THROW(ops::kv_row_bytes(ops::KvType::Q8_0, 48), InvalidArgument);
+  EXPECT_EQ(ops::parse_kv_type("Q8_0"), ops::KvType::Q8_0);
+  EXPECT_THROW(ops::parse_kv_type("q4"), InvalidArgument);
 }
 
 TEST(Ops, EmbedRejectsOutOfRangeTokens) {

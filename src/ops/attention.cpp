@@ -1,0 +1,161 @@
+// Attention over the KV cache, and the cache's row formats.
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/fp16.h"
+#include "base/thread_pool.h"
+#include "kernels/blocks.h"
+#include "kernels/quant.h"
+#include "ops/ops.h"
+
+namespace sq::ops {
+
+namespace {
+
+// Half to float by table: 256 KiB, built once; exact (every half is a float).
+const std::array<float, 65536>& half_table() {
+  static const auto table = [] {
+    auto t = std::make_unique<std::array<float, 65536>>();
+    for (uint32_t h = 0; h < 65536; ++h) (*t)[h] = fp16_to_f32(static_cast<uint16_t>(h));
+    return t;
+  }();
+  return *table;
+}
+
+// Reads values [first, first + n) of a cache row as floats.
+template <KvType T>
+struct RowReader;
+
+template <>
+struct RowReader<KvType::F32> {
+  static void read(const uint8_t* row, int64_t first, int64_t n, float* out) {
+    std::memcpy(out, row + first * sizeof(float), static_cast<size_t>(n) * sizeof(float));
+  }
+};
+
+template <>
+struct RowReader<KvType::F16> {
+  static void read(const uint8_t* row, int64_t first, int64_t n, float* out) {
+    const auto& lut = half_table();
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, row + (first + i) * 2, 2);
+      out[i] = lut[h];
+    }
+  }
+};
+
+template <>
+struct RowReader<KvType::Q8_0> {
+  static void read(const uint8_t* row, int64_t first, int64_t n, float* out) {
+    const auto& lut = half_table();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t e = first + i;
+      const uint8_t* block = row + (e / 32) * sizeof(kernels::BlockQ8_0);
+      uint16_t d;
+      std::memcpy(&d, block, 2);
+      const auto q = static_cast<int8_t>(block[2 + e % 32]);
+      out[i] = lut[d] * static_cast<float>(q);
+    }
+  }
+};
+
+template <KvType T>
+void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, const AttentionShape& s,
+            float* out, ThreadPool& pool) {
+  const int32_t group = s.n_head / s.n_head_kv;
+  const int64_t hd = s.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t n_ctx = pos0 + n_tokens;
+  pool.parallel_for(n_tokens * s.n_head, [&](int64_t j0, int64_t j1) {
+    std::vector<float> scores(static_cast<size_t>(n_ctx));
+    std::vector<float> row(static_cast<size_t>(hd));
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t t = j / s.n_head;
+      const int32_t h = static_cast<int32_t>(j % s.n_head);
+      const int64_t first = static_cast<int64_t>(h / group) * hd;
+      const float* qh = q + (t * s.n_head + h) * hd;
+      const int64_t n_keys = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
+      for (int64_t p = 0; p < n_keys; ++p) {
+        RowReader<T>::read(kv.k + static_cast<size_t>(p) * kv.row_bytes, first, hd, row.data());
+        float dot = 0.0f;
+        for (int64_t d = 0; d < hd; ++d) dot += qh[d] * row[static_cast<size_t>(d)];
+        scores[static_cast<size_t>(p)] = dot * scale;
+      }
+      softmax(scores.data(), n_keys);
+      float* oh = out + (t * s.n_head + h) * hd;
+      std::fill(oh, oh + hd, 0.0f);
+      for (int64_t p = 0; p < n_keys; ++p) {
+        RowReader<T>::read(kv.v + static_cast<size_t>(p) * kv.row_bytes, first, hd, row.data());
+        const float w = scores[static_cast<size_t>(p)];
+        for (int64_t d = 0; d < hd; ++d) oh[d] += w * row[static_cast<size_t>(d)];
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::string_view kv_type_name(KvType t) {
+  switch (t) {
+    case KvType::F32: return "f32";
+    case KvType::F16: return "f16";
+    case KvType::Q8_0: return "q8_0";
+  }
+  return "?";
+}
+
+KvType parse_kv_type(std::string_view name) {
+  std::string lower;
+  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (KvType t : {KvType::F32, KvType::F16, KvType::Q8_0}) {
+    if (lower == kv_type_name(t)) return t;
+  }
+  fail<InvalidArgument>("KV cache type '{}' is not one of f32, f16, q8_0", name);
+}
+
+size_t kv_row_bytes(KvType t, int64_t n) {
+  switch (t) {
+    case KvType::F32: return static_cast<size_t>(n) * 4;
+    case KvType::F16: return static_cast<size_t>(n) * 2;
+    case KvType::Q8_0:
+      if (n % 32 != 0) {
+        fail<InvalidArgument>("a Q8_0 KV cache needs rows that are a multiple of 32 values; this "
+                              "model's key/value rows have {} (use f16)", n);
+      }
+      return static_cast<size_t>(n / 32) * sizeof(kernels::BlockQ8_0);
+  }
+  return 0;
+}
+
+void store_kv_row(KvType t, const float* src, uint8_t* dst, int64_t n) {
+  switch (t) {
+    case KvType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); break;
+    case KvType::F16: kernels::quantize_row(GgmlType::F16, src, dst, n); break;
+    case KvType::Q8_0: kernels::quantize_row(GgmlType::Q8_0, src, dst, n); break;
+  }
+}
+
+void attention(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0,
+               const AttentionShape& s, float* out, ThreadPool& pool) {
+  if (s.n_head <= 0 || s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0 || s.head_dim <= 0) {
+    fail<InvalidArgument>("attention: {} query heads cannot share {} key/value heads", s.n_head,
+                          s.n_head_kv);
+  }
+  if (kv.row_bytes != kv_row_bytes(kv.type, static_cast<int64_t>(s.n_head_kv) * s.head_dim)) {
+    fail<InvalidArgument>("attention: KV rows of {} bytes do not hold {} {} values", kv.row_bytes,
+                          s.n_head_kv * s.head_dim, kv_type_name(kv.type));
+  }
+  switch (kv.type) {
+    case KvType::F32: attend<KvType::F32>(q, kv, n_tokens, pos0, s, out, pool); break;
+    case KvType::F16: attend<KvType::F16>(q, kv, n_tokens, pos0, s, out, pool); break;
+    case KvType::Q8_0: attend<KvType::Q8_0>(q, kv, n_tokens, pos0, s, out, pool); break;
+  }
+}
+
+}  // namespace sq::ops
