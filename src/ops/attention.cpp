@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/fp16.h"
 #include "base/thread_pool.h"
+#include "kernels/attn.h"
 #include "kernels/blocks.h"
 #include "kernels/quant.h"
 #include "ops/ops.h"
@@ -32,25 +33,6 @@ template <KvType T>
 struct RowReader;
 
 template <>
-struct RowReader<KvType::F32> {
-  static void read(const uint8_t* row, int64_t first, int64_t n, float* out) {
-    std::memcpy(out, row + first * sizeof(float), static_cast<size_t>(n) * sizeof(float));
-  }
-};
-
-template <>
-struct RowReader<KvType::F16> {
-  static void read(const uint8_t* row, int64_t first, int64_t n, float* out) {
-    const auto& lut = half_table();
-    for (int64_t i = 0; i < n; ++i) {
-      uint16_t h;
-      std::memcpy(&h, row + (first + i) * 2, 2);
-      out[i] = lut[h];
-    }
-  }
-};
-
-template <>
 struct RowReader<KvType::Q8_0> {
   static void read(const uint8_t* row, int64_t first, int64_t n, float* out) {
     const auto& lut = half_table();
@@ -65,9 +47,13 @@ struct RowReader<KvType::Q8_0> {
   }
 };
 
+// Scores of one query against positions [0, n_keys) of a kv head, and the weighted sum of their
+// values, through the attention kernels (F32 and F16 rows are read in place; Q8_0 rows are
+// dequantized first).
 template <KvType T>
 void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, const AttentionShape& s,
             float* out, ThreadPool& pool) {
+  const kernels::AttnKernels& K = kernels::attn_kernels();
   const int32_t group = s.n_head / s.n_head_kv;
   const int64_t hd = s.head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -82,18 +68,32 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
       const float* qh = q + (t * s.n_head + h) * hd;
       const int64_t n_keys = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
       for (int64_t p = 0; p < n_keys; ++p) {
-        RowReader<T>::read(kv.k + static_cast<size_t>(p) * kv.row_bytes, first, hd, row.data());
-        float dot = 0.0f;
-        for (int64_t d = 0; d < hd; ++d) dot += qh[d] * row[static_cast<size_t>(d)];
+        const uint8_t* kr = kv.k + static_cast<size_t>(p) * kv.row_bytes;
+        float dot;
+        if constexpr (T == KvType::F32) {
+          dot = K.dot_f32(qh, reinterpret_cast<const float*>(kr) + first, hd);
+        } else if constexpr (T == KvType::F16) {
+          dot = K.dot_f16(qh, reinterpret_cast<const uint16_t*>(kr) + first, hd);
+        } else {
+          RowReader<T>::read(kr, first, hd, row.data());
+          dot = K.dot_f32(qh, row.data(), hd);
+        }
         scores[static_cast<size_t>(p)] = dot * scale;
       }
       softmax(scores.data(), n_keys);
       float* oh = out + (t * s.n_head + h) * hd;
       std::fill(oh, oh + hd, 0.0f);
       for (int64_t p = 0; p < n_keys; ++p) {
-        RowReader<T>::read(kv.v + static_cast<size_t>(p) * kv.row_bytes, first, hd, row.data());
+        const uint8_t* vr = kv.v + static_cast<size_t>(p) * kv.row_bytes;
         const float w = scores[static_cast<size_t>(p)];
-        for (int64_t d = 0; d < hd; ++d) oh[d] += w * row[static_cast<size_t>(d)];
+        if constexpr (T == KvType::F32) {
+          K.axpy_f32(w, reinterpret_cast<const float*>(vr) + first, oh, hd);
+        } else if constexpr (T == KvType::F16) {
+          K.axpy_f16(w, reinterpret_cast<const uint16_t*>(vr) + first, oh, hd);
+        } else {
+          RowReader<T>::read(vr, first, hd, row.data());
+          K.axpy_f32(w, row.data(), oh, hd);
+        }
       }
     }
   });

@@ -1,0 +1,32 @@
+// Kernels of attention over the KV cache: dot products of a query with cached keys and
+// accumulation of weighted cached values, for F32 and F16 rows.
+//
+// Order of operations (the same in every instruction-set variant, so results are bit-identical
+// on every machine; DESIGN.md invariants 2-3): a dot product rounds each product q[i] * k[i] to
+// f32 and adds it to lane i % 16 of sixteen f32 partial sums, in increasing i, then folds the
+// lanes as LaneSum does (quant.h): s[j] += s[j+8], s[j] += s[j+4], s[j] += s[j+2], s[0] + s[1].
+// An accumulation computes out[i] = out[i] + (w * v[i]) element by element (no fused multiply-add).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace sq::kernels {
+
+struct AttnKernels {
+  std::string_view isa;
+  float (*dot_f32)(const float* q, const float* k, int64_t n);
+  float (*dot_f16)(const float* q, const uint16_t* k, int64_t n);
+  void (*axpy_f32)(float w, const float* v, float* out, int64_t n);
+  void (*axpy_f16)(float w, const uint16_t* v, float* out, int64_t n);
+};
+
+// The variants compiled in; a variant's entry is nullptr when this build lacks it.
+const AttnKernels& attn_kernels_ref();
+const AttnKernels* attn_kernels_avx2();
+const AttnKernels* attn_kernels_avx512();
+
+// The variant for the instruction set in use (kernels::active_isa()).
+const AttnKernels& attn_kernels();
+
+}  // namespace sq::kernels
