@@ -1,0 +1,72 @@
+// Every instruction-set variant of the attention kernels gives the reference's bits.
+#include <cstring>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "base/cpu_features.h"
+#include "base/fp16.h"
+#include "base/rng.h"
+#include "kernels/attn.h"
+
+namespace sq::kernels {
+namespace {
+
+std::vector<const AttnKernels*> available() {
+  std::vector<const AttnKernels*> out;
+  const CpuFeatures& f = cpu_features();
+  const bool avx2 = f.avx2 && f.fma && f.f16c;
+  if (avx2) out.push_back(attn_kernels_avx2());
+  if (avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq) out.push_back(attn_kernels_avx512());
+  return out;
+}
+
+TEST(AttnKernels, EveryVariantMatchesReferenceBitForBit) {
+  const AttnKernels& ref = attn_kernels_ref();
+  auto variants = available();
+  if (variants.empty()) GTEST_SKIP() << "this CPU has no SIMD variant of the attention kernels";
+  Rng rng(7);
+  for (int64_t n : {1, 7, 15, 16, 17, 31, 32, 64, 100, 128, 255}) {
+    std::vector<float> q(static_cast<size_t>(n)), k(q.size()), out0(q.size());
+    std::vector<uint16_t> kh(q.size());
+    for (size_t i = 0; i < q.size(); ++i) {
+      q[i] = static_cast<float>(rng.next_double() * 4 - 2);
+      k[i] = static_cast<float>(rng.next_double() * 4 - 2);
+      kh[i] = f32_to_fp16(k[i]);
+      out0[i] = static_cast<float>(rng.next_double() - 0.5);
+    }
+    const float w = 0.37f;
+    for (const AttnKernels* v : variants) {
+      SCOPED_TRACE(std::string(v->isa) + " n=" + std::to_string(n));
+      float a = ref.dot_f32(q.data(), k.data(), n), b = v->dot_f32(q.data(), k.data(), n);
+      EXPECT_EQ(0, std::memcmp(&a, &b, 4)) << a << " vs " << b;
+      a = ref.dot_f16(q.data(), kh.data(), n);
+      b = v->dot_f16(q.data(), kh.data(), n);
+      EXPECT_EQ(0, std::memcmp(&a, &b, 4)) << a << " vs " << b;
+      auto o1 = out0, o2 = out0;
+      ref.axpy_f32(w, k.data(), o1.data(), n);
+      v->axpy_f32(w, k.data(), o2.data(), n);
+      EXPECT_EQ(0, std::memcmp(o1.data(), o2.data(), o1.size() * 4));
+      o1 = out0;
+      o2 = out0;
+      ref.axpy_f16(w, kh.data(), o1.data(), n);
+      v->axpy_f16(w, kh.data(), o2.data(), n);
+      EXPECT_EQ(0, std::memcmp(o1.data(), o2.data(), o1.size() * 4));
+    }
+  }
+}
+
+TEST(AttnKernels, ReferenceDotIsCloseToExact) {
+  const AttnKernels& ref = attn_kernels_ref();
+  std::vector<float> q(100), k(100);
+  double exact = 0;
+  for (int i = 0; i < 100; ++i) {
+    q[i] = 0.01f * static_cast<float>(i);
+    k[i] = 1.0f - 0.005f * static_cast<float>(i);
+    exact += double(q[i]) * k[i];
+  }
+  EXPECT_NEAR(ref.dot_f32(q.data(), k.data(), 100), exact, 1e-4);
+}
+
+}  // namespace
+}  // namespace sq::kernels
