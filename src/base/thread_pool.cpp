@@ -1,14 +1,105 @@
 #include "base/thread_pool.h"
 
 #include <algorithm>
+#include <cassert>
+#include <chrono>
+#include <climits>
 #include <fstream>
 #include <set>
 #include <string>
 #include <utility>
 
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace sq {
 
 namespace {
+
+// How long a waiting thread (a worker between regions, or the caller waiting for the workers)
+// polls before it sleeps. Inside a generated token the gaps between regions (a norm, a RoPE, the
+// hand-out of the next matmul) last a few microseconds, so a spinning worker catches every region
+// of a token without a futex wake (each wake costs ~5-10 µs of latency, comparable to a whole
+// small matmul). Between tokens (sampling, the caller's own bookkeeping) the gap can be longer;
+// 200 µs still covers sampling over a 32k vocabulary, while an idle pool stops burning its cores
+// within a fraction of a millisecond. Spinning threads share a core with nobody as long as the pool
+// has no more threads than cores, which is what -t defaults to.
+constexpr auto kSpinBudget = std::chrono::microseconds(200);
+// After this long, a spinning thread also yields its CPU between rounds of polls. On a machine
+// shared with other work (a build, another engine) the thread we wait for may be waiting for a
+// CPU; pure spinning would hold that CPU for the rest of our time slice, while a yield costs under
+// a microsecond when nobody else wants it.
+constexpr auto kPureSpin = std::chrono::microseconds(10);
+// A gap between two rounds of polls (or across a yield) longer than this means the thread was
+// descheduled.
+constexpr auto kPreempted = std::chrono::microseconds(50);
+// Polls between two reads of the clock (a clock read costs ~20 ns, a pause ~10-40 ns).
+constexpr int kPollsPerClockRead = 64;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Sleeps while *addr == expected (or returns at once if it differs). Spurious returns are allowed;
+// callers loop.
+void futex_wait(std::atomic<int32_t>& a, int32_t expected) {
+#if defined(__linux__)
+  static_assert(sizeof(std::atomic<int32_t>) == sizeof(int32_t));
+  ::syscall(SYS_futex, reinterpret_cast<int32_t*>(&a), FUTEX_WAIT_PRIVATE, expected, nullptr,
+            nullptr, 0);
+#else
+  a.wait(expected);
+#endif
+}
+
+void futex_wake_all(std::atomic<int32_t>& a) {
+#if defined(__linux__)
+  ::syscall(SYS_futex, reinterpret_cast<int32_t*>(&a), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+            nullptr, 0);
+#else
+  a.notify_all();
+#endif
+}
+
+// generation_ is a uint32_t; the futex word is its 32 bits.
+std::atomic<int32_t>& as_futex(std::atomic<uint32_t>& a) {
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(std::atomic<int32_t>));
+  return reinterpret_cast<std::atomic<int32_t>&>(a);
+}
+
+// Polls `done` for up to `budget`; true when it became true.
+template <typename Done>
+bool spin_until(Done done, std::chrono::microseconds budget) {
+  using Clock = std::chrono::steady_clock;
+  if (budget.count() == 0) return done();
+  const auto start = Clock::now();
+  const auto deadline = start + budget;
+  const auto yield_from = start + kPureSpin;
+  auto last = start;
+  while (true) {
+    for (int i = 0; i < kPollsPerClockRead; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    const auto now = Clock::now();
+    // A round of polls takes a few microseconds; a much longer one means this thread lost its CPU
+    // to another, so the machine has more runnable threads than CPUs: sleep, since a woken
+    // sleeper is scheduled sooner than a spinner that used up its time slice.
+    if (now >= deadline || now - last > kPreempted) return done();
+    last = now;
+    if (now >= yield_from) {
+      std::this_thread::yield();
+      if (Clock::now() - now > kPreempted) return done();
+    }
+  }
+}
 
 std::pair<int64_t, int64_t> chunk(int64_t n, int64_t grain, int parts, int index) {
   int64_t blocks = (n + grain - 1) / grain;
@@ -22,65 +113,92 @@ std::pair<int64_t, int64_t> chunk(int64_t n, int64_t grain, int parts, int index
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+  // With more threads than CPUs a spinning thread takes the CPU from one that has work: sleep at
+  // once instead.
+  const auto cpus = static_cast<int>(std::thread::hardware_concurrency());
+  spin_budget_ = cpus > 0 && n_threads_ > cpus ? std::chrono::microseconds(0) : kSpinBudget;
+  workers_.reserve(static_cast<size_t>(n_threads_ - 1));
   for (int i = 1; i < n_threads_; ++i) {
     workers_.emplace_back([this, i] { worker(i); });
   }
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-  }
-  start_cv_.notify_all();
+  stop_.store(true, std::memory_order_seq_cst);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(as_futex(generation_));
   for (auto& t : workers_) t.join();
 }
 
+void ThreadPool::record_error(std::exception_ptr e) {
+  std::lock_guard<std::mutex> lock(error_mutex_);
+  if (!error_) error_ = std::move(e);
+}
+
+void ThreadPool::run_part(int index) {
+  auto [b, e] = chunk(job_n_, job_grain_, n_threads_, index);
+  if (b >= e) return;
+  try {
+    job_.call(job_.object, b, e);
+  } catch (...) {
+    record_error(std::current_exception());
+  }
+}
+
 void ThreadPool::worker(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   while (true) {
-    const std::function<void(int64_t, int64_t)>* job;
-    int64_t n, grain;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
-      grain = job_grain_;
+    // Wait for a new generation: spin first, then sleep. The sleeper count and the generation are
+    // both seq_cst, so either the caller sees sleepers_ > 0 and wakes us, or we see the new
+    // generation before sleeping; FUTEX_WAIT rechecks the word, so no wake-up is lost.
+    auto changed = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+    if (!spin_until(changed, spin_budget_)) {
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      while (generation_.load(std::memory_order_seq_cst) == seen) {
+        futex_wait(as_futex(generation_), static_cast<int32_t>(seen));
+      }
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    auto [b, e] = chunk(n, grain, n_threads_, index);
-    if (b < e) (*job)(b, e);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_cv_.notify_one();
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load(std::memory_order_acquire)) return;
+    run_part(index);
+    // The last worker to finish wakes the caller if it went to sleep (same pairing as above).
+    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+        caller_asleep_.load(std::memory_order_seq_cst) != 0) {
+      futex_wake_all(pending_);
     }
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
-                              int64_t grain) {
+void ThreadPool::run(int64_t n, int64_t grain, const Job& job) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
-  if (n_threads_ == 1 || n <= grain) {
-    fn(0, n);
+  if (n_threads_ == 1 || n <= grain || busy_.exchange(true, std::memory_order_acquire)) {
+    // One part, a single-threaded pool, or a nested region: inline on this thread.
+    job.call(job.object, 0, n);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    job_n_ = n;
-    job_grain_ = grain;
-    pending_ = n_threads_ - 1;
-    ++generation_;
+  job_ = job;
+  job_n_ = n;
+  job_grain_ = grain;
+  error_ = nullptr;
+  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_seq_cst);  // publishes the job (release)
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(as_futex(generation_));
+
+  run_part(0);
+
+  auto all_done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!spin_until(all_done, spin_budget_)) {
+    caller_asleep_.store(1, std::memory_order_seq_cst);
+    int32_t p;
+    while ((p = pending_.load(std::memory_order_seq_cst)) != 0) futex_wait(pending_, p);
+    caller_asleep_.store(0, std::memory_order_relaxed);
   }
-  start_cv_.notify_all();
-  auto [b, e] = chunk(n, grain, n_threads_, 0);
-  if (b < e) fn(b, e);
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
-  job_ = nullptr;
+  std::exception_ptr error = std::move(error_);
+  error_ = nullptr;
+  busy_.store(false, std::memory_order_release);
+  if (error) std::rethrow_exception(error);
 }
 
 int default_thread_count() {

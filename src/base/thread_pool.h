@@ -1,13 +1,24 @@
 // A persistent pool of worker threads for data-parallel loops (no thread is created per token).
 // parallel_for splits [0, n) into contiguous chunks, one per thread; callers split work over
 // outputs only, so results do not depend on the thread count (DESIGN.md, invariant 2).
+//
+// Token generation opens ~150 parallel regions per token, each tens of microseconds long, so the
+// cost of starting and joining a region matters as much as the work in it. Between regions the
+// workers spin on an atomic generation counter for a short budget (kSpinBudget in the .cpp) and
+// only then sleep on a futex; the calling thread waits for the workers the same way. A pool with
+// more threads than the machine has CPUs does not spin at all. A region that
+// starts while the workers still spin costs well under a microsecond to hand out; one that starts
+// after they fell asleep costs a futex wake (a few microseconds).
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
-#include <functional>
+#include <exception>
 #include <mutex>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace sq {
@@ -23,23 +34,60 @@ class ThreadPool {
   int size() const { return n_threads_; }
 
   // Runs fn(begin, end) over a partition of [0, n) and returns when every part is done. Chunks
-  // start at multiples of `grain` so that callers can keep blocks whole.
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+  // start at multiples of `grain` so that callers can keep blocks whole. The partition depends only
+  // on n, grain and size(): part i of size() parts goes to thread i (0 is the calling thread).
+  //
+  // An exception thrown by fn in any part is caught; when every part has finished, the first one
+  // caught is rethrown here, on the calling thread (the other parts still run to their end).
+  //
+  // A parallel_for issued while this pool is already running one (from inside fn, on any thread,
+  // or from a second thread that shares the pool) runs fn(0, n) inline on the thread that issued
+  // it: a nested region cannot wait for workers that are busy with the outer one. Results do not
+  // change, since callers never let them depend on the partition.
+  template <typename F>
+  void parallel_for(int64_t n, F&& fn, int64_t grain = 1) {
+    using Fn = std::remove_reference_t<F>;
+    Job job;
+    job.object = const_cast<void*>(static_cast<const void*>(std::addressof(fn)));
+    job.call = [](void* object, int64_t begin, int64_t end) {
+      (*static_cast<Fn*>(object))(begin, end);
+    };
+    run(n, grain, job);
+  }
 
  private:
+  // A type-erased reference to the caller's callable: no allocation per region.
+  struct Job {
+    void* object = nullptr;
+    void (*call)(void*, int64_t, int64_t) = nullptr;
+  };
+
+  void run(int64_t n, int64_t grain, const Job& job);
   void worker(int index);
+  void run_part(int index);
+  void record_error(std::exception_ptr e);
 
   int n_threads_;
+  std::chrono::microseconds spin_budget_;  // kSpinBudget, or 0 when oversubscribed
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable start_cv_;
-  std::condition_variable done_cv_;
-  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+
+  // Written by the caller before it bumps generation_ (release), read by workers after they see
+  // the new generation (acquire).
+  Job job_;
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+
+  // Each hot atomic on its own cache line: workers poll generation_ while they finish parts and
+  // decrement pending_.
+  alignas(64) std::atomic<uint32_t> generation_{0};
+  alignas(64) std::atomic<int32_t> sleepers_{0};       // workers asleep (or going to sleep) on generation_
+  alignas(64) std::atomic<int32_t> pending_{0};        // workers that have not finished this region
+  alignas(64) std::atomic<int32_t> caller_asleep_{0};  // 1 while the caller sleeps on pending_
+  alignas(64) std::atomic<bool> busy_{false};          // a region is running
+  std::atomic<bool> stop_{false};
+
+  std::mutex error_mutex_;
+  std::exception_ptr error_;  // the first exception of the current region
 };
 
 // Physical cores when they can be told apart, else logical CPUs; at least 1.

@@ -6,6 +6,13 @@
 // f32 and adds it to lane i % 16 of sixteen f32 partial sums, in increasing i, then folds the
 // lanes as LaneSum does (quant.h): s[j] += s[j+8], s[j] += s[j+4], s[j] += s[j+2], s[0] + s[1].
 // An accumulation computes out[i] = out[i] + (w * v[i]) element by element (no fused multiply-add).
+//
+// exp_sub computes x[i] = exp(x[i] - m) with squeeze's own exponential (not the C library's, whose
+// last bit differs between libraries): inputs below -87.33 (and -inf, NaN) give 0, inputs above 88
+// are taken as 88; n = round(x * log2(e)) by the 1.5 * 2^23 trick, r = (x - n * ln2_hi) -
+// n * ln2_lo, a degree-6 Taylor polynomial in r by Horner's rule, scaled by 2^n built from the
+// exponent bits. Only multiplications, additions and exact conversions, in this order, so every
+// variant gives the same bits. Relative error about 2e-7.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +26,11 @@ struct AttnKernels {
   float (*dot_f16)(const float* q, const uint16_t* k, int64_t n);
   void (*axpy_f32)(float w, const float* v, float* out, int64_t n);
   void (*axpy_f16)(float w, const uint16_t* v, float* out, int64_t n);
+  void (*exp_sub)(float* x, float m, int64_t n);
 };
+
+// The reference exponential of one value, as exp_sub computes it.
+float exp_ref(float x);
 
 // The variants compiled in; a variant's entry is nullptr when this build lacks it.
 const AttnKernels& attn_kernels_ref();

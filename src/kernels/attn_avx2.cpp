@@ -75,10 +75,33 @@ void axpy_f16_avx2(float w, const uint16_t* v, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = out[i] + w * half(v[i]);
 }
 
+float exp_scalar(float x) { return exp_ref(x); }
+
+void exp_sub_avx2(float* x, float m, int64_t n) {
+  const __m256 vm = _mm256_set1_ps(m), vmax = _mm256_set1_ps(88.0f), vmin = _mm256_set1_ps(-87.33f);
+  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), round = _mm256_set1_ps(12582912.0f);
+  const __m256 hi = _mm256_set1_ps(0.693145751953125f), lo = _mm256_set1_ps(1.42860682030941723e-6f);
+  const float c[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+    const __m256 keep = _mm256_cmp_ps(v, vmin, _CMP_GE_OQ);
+    v = _mm256_min_ps(v, vmax);
+    const __m256 t = _mm256_add_ps(_mm256_mul_ps(v, log2e), round);
+    const __m256 k = _mm256_sub_ps(t, round);
+    const __m256 r = _mm256_sub_ps(_mm256_sub_ps(v, _mm256_mul_ps(k, hi)), _mm256_mul_ps(k, lo));
+    __m256 p = _mm256_set1_ps(c[0]);
+    for (int j = 1; j < 7; ++j) p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c[j]));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    _mm256_storeu_ps(x + i, _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e))));
+  }
+  for (; i < n; ++i) x[i] = exp_scalar(x[i] - m);
+}
+
 }  // namespace
 
 const AttnKernels* attn_kernels_avx2() {
-  static const AttnKernels k{"avx2", dot_f32_avx2, dot_f16_avx2, axpy_f32_avx2, axpy_f16_avx2};
+  static const AttnKernels k{"avx2", dot_f32_avx2, dot_f16_avx2, axpy_f32_avx2, axpy_f16_avx2, exp_sub_avx2};
   return &k;
 }
 

@@ -77,10 +77,33 @@ void axpy_f16_avx512(float w, const uint16_t* v, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = out[i] + w * half(v[i]);
 }
 
+float exp_scalar(float x) { return exp_ref(x); }
+
+void exp_sub_avx512(float* x, float m, int64_t n) {
+  const __m512 vm = _mm512_set1_ps(m), vmax = _mm512_set1_ps(88.0f), vmin = _mm512_set1_ps(-87.33f);
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), round = _mm512_set1_ps(12582912.0f);
+  const __m512 hi = _mm512_set1_ps(0.693145751953125f), lo = _mm512_set1_ps(1.42860682030941723e-6f);
+  const float c[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
+    const __mmask16 keep = _mm512_cmp_ps_mask(v, vmin, _CMP_GE_OQ);
+    v = _mm512_min_ps(v, vmax);
+    const __m512 t = _mm512_add_ps(_mm512_mul_ps(v, log2e), round);
+    const __m512 k = _mm512_sub_ps(t, round);
+    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_mul_ps(k, hi)), _mm512_mul_ps(k, lo));
+    __m512 p = _mm512_set1_ps(c[0]);
+    for (int j = 1; j < 7; ++j) p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c[j]));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+    _mm512_storeu_ps(x + i, _mm512_maskz_mov_ps(keep, _mm512_mul_ps(p, _mm512_castsi512_ps(e))));
+  }
+  for (; i < n; ++i) x[i] = exp_scalar(x[i] - m);
+}
+
 }  // namespace
 
 const AttnKernels* attn_kernels_avx512() {
-  static const AttnKernels k{"avx512", dot_f32_avx512, dot_f16_avx512, axpy_f32_avx512, axpy_f16_avx512};
+  static const AttnKernels k{"avx512", dot_f32_avx512, dot_f16_avx512, axpy_f32_avx512, axpy_f16_avx512, exp_sub_avx512};
   return &k;
 }
 

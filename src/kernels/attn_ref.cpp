@@ -28,10 +28,39 @@ void axpy_f16_ref(float w, const uint16_t* v, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = out[i] + w * fp16_to_f32(v[i]);
 }
 
+void exp_sub_ref(float* x, float m, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = exp_ref(x[i] - m);
+}
+
 }  // namespace
 
+float exp_ref(float x) {
+  constexpr float kMax = 88.0f, kMin = -87.33f;
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693145751953125f;    // ln 2 with its last 12 bits zero: n * hi is exact
+  constexpr float kLn2Lo = 1.42860682030941723e-6f;
+  constexpr float kRound = 12582912.0f;           // 1.5 * 2^23
+  if (!(x >= kMin)) return 0.0f;  // below the normal range, -inf and NaN
+  x = x > kMax ? kMax : x;
+  const float t = x * kLog2e + kRound;
+  const float n = t - kRound;
+  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const auto e = static_cast<int32_t>(n);  // in [-126, 127]
+  const uint32_t bits = static_cast<uint32_t>(e + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
 const AttnKernels& attn_kernels_ref() {
-  static const AttnKernels k{"ref", dot_f32_ref, dot_f16_ref, axpy_f32_ref, axpy_f16_ref};
+  static const AttnKernels k{"ref", dot_f32_ref, dot_f16_ref, axpy_f32_ref, axpy_f16_ref, exp_sub_ref};
   return k;
 }
 

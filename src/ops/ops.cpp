@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "kernels/attn.h"
 #include "kernels/quant.h"
 
 namespace sq {
@@ -86,24 +87,39 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, T
     });
     qx = q_scratch.data();
   }
-  // Rows are the unit of work; each output element is one dot_row_q call whatever the split.
+  // Output rows are split over the threads in whole row tiles, never the reduced dimension. One
+  // token runs the multi-row kernel over the thread's rows; a batch runs the tiled kernel (a tile
+  // of rows times a tile of tokens, so each weight block loaded serves several tokens) over blocks
+  // of rows and tokens sized to stay in the L2 cache. Each output element follows dot_row_q's
+  // operations exactly whatever the split or the tile it falls in (DESIGN.md, invariant 2).
+  constexpr int64_t kRowGrain = 16;    // a multiple of every kernel's tile height
+  constexpr int64_t kRowBlock = 64;    // rows of weights revisited for each token block
+  constexpr int64_t kTokenBlock = 64;  // tokens whose activations stay cached across a row block
+  const size_t w_stride = w.row_size();
   pool.parallel_for(
       n_out,
       [&](int64_t r0, int64_t r1) {
-        constexpr int64_t kRowBlock = 16;
-        for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
-          const int64_t re = std::min(r1, rb + kRowBlock);
-          for (int64_t t = 0; t < n_tokens; ++t) {
-            const uint8_t* xt = qx + static_cast<size_t>(t) * q_stride;
-            float* ot = out + t * n_out;
-            for (int64_t r = rb; r < re; ++r) {
-              float v = kernels::dot_row_q(w.type, w.row(r), xt, n_in);
-              ot[r] = b != nullptr ? v + b[r] : v;
+        if (n_tokens == 1) {
+          kernels::dot_rows_q(w.type, w.row(r0), w_stride, r1 - r0, qx, n_in, out + r0);
+        } else {
+          for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+            const int64_t rows = std::min(kRowBlock, r1 - rb);
+            for (int64_t tb = 0; tb < n_tokens; tb += kTokenBlock) {
+              const int64_t tokens = std::min(kTokenBlock, n_tokens - tb);
+              kernels::dot_tile_q(w.type, w.row(rb), w_stride, rows,
+                                  qx + static_cast<size_t>(tb) * q_stride, q_stride, tokens, n_in,
+                                  out + tb * n_out + rb, n_out);
             }
           }
         }
+        if (b != nullptr) {
+          for (int64_t t = 0; t < n_tokens; ++t) {
+            float* ot = out + t * n_out;
+            for (int64_t r = r0; r < r1; ++r) ot[r] = ot[r] + b[r];
+          }
+        }
       },
-      16);
+      kRowGrain);
 }
 
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out) {
@@ -169,11 +185,10 @@ void softmax(float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / static_cast<float>(n);
     return;
   }
+  // squeeze's own exponential: the same bits on every machine (DESIGN.md, invariant 3).
+  kernels::attn_kernels().exp_sub(x, mx, n);
   double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
-  }
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }

@@ -1,4 +1,5 @@
 // Every instruction-set variant of the attention kernels gives the reference's bits.
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -53,6 +54,32 @@ TEST(AttnKernels, EveryVariantMatchesReferenceBitForBit) {
       v->axpy_f16(w, kh.data(), o2.data(), n);
       EXPECT_EQ(0, std::memcmp(o1.data(), o2.data(), o1.size() * 4));
     }
+  }
+}
+
+TEST(AttnKernels, ExponentialIsAccurateAndIdenticalEverywhere) {
+  std::vector<float> x;
+  for (float v = -100.0f; v <= 100.0f; v += 0.0137f) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1.0f, -1.0f, 88.0f, 88.5f, -87.33f, -87.34f, -INFINITY, INFINITY, NAN}) x.push_back(v);
+  std::vector<float> want = x;
+  attn_kernels_ref().exp_sub(want.data(), 0.0f, static_cast<int64_t>(want.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (x[i] >= -87.0f && x[i] <= 87.0f) {
+      const double exact = std::exp(static_cast<double>(x[i]));
+      ASSERT_NEAR(want[i] / exact, 1.0, 3e-7) << "exp(" << x[i] << ")";
+    }
+    if (!(x[i] >= -87.33f)) ASSERT_EQ(want[i], 0.0f) << x[i];
+    ASSERT_TRUE(std::isfinite(want[i])) << x[i];
+  }
+  for (const AttnKernels* v : available()) {
+    std::vector<float> got = x;
+    v->exp_sub(got.data(), 0.0f, static_cast<int64_t>(got.size()));
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << v->isa;
+    got = x;
+    std::vector<float> want_m = x;
+    attn_kernels_ref().exp_sub(want_m.data(), 3.5f, static_cast<int64_t>(want_m.size()));
+    v->exp_sub(got.data(), 3.5f, static_cast<int64_t>(got.size()));
+    EXPECT_EQ(0, std::memcmp(got.data(), want_m.data(), got.size() * 4)) << v->isa;
   }
 }
 

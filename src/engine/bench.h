@@ -1,0 +1,103 @@
+// Speed measurements in llama-bench's terms, taken with the model layer directly (no tokenizer
+// needed, so synthetic "no_vocab" files work):
+//   pp<P>: a batch of P random token ids from position 0, one forward pass, logits of the last
+//          position only; tokens/s = P / seconds.
+//   tg<N>: N random token ids from position 0, one forward pass each; tokens/s = N / seconds.
+// Each is repeated and reported as mean ± sample standard deviation of the per-repetition
+// tokens/s, after one untimed warm-up. Alongside: the bytes of weights a generated token reads,
+// the bandwidth that implies, the machine's measured read bandwidth (base/membw.h) in the same run,
+// and the int8 dot-product peak of the kernels' own Q8_0 code.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/membw.h"
+
+namespace sq {
+
+class Model;
+class ThreadPool;
+
+struct ModelBenchOptions {
+  int32_t n_prompt = 512;    // pp tokens; 0 skips pp
+  int32_t n_gen = 128;       // tg tokens; 0 skips tg
+  int32_t repetitions = 5;   // timed repetitions of each test
+  uint64_t seed = 1234;      // of the random token ids
+  bool measure_membw = true; // also measure the memory bandwidth, in the same run
+  MemBwOptions membw;
+};
+
+// Throws InvalidArgument naming the flag (-p, -n, -r), the value seen and the range expected.
+void check_bench_options(const ModelBenchOptions& options);
+
+struct SpeedStats {
+  int32_t n_tokens = 0;
+  double mean_tps = 0;
+  double sd_tps = 0;                // sample standard deviation; 0 for one repetition
+  std::vector<double> samples_tps;  // one per repetition, in order
+};
+
+struct ModelBenchResult {
+  std::string model;        // general.name, else the file's stem
+  std::string path;
+  std::string weight_type;  // the type holding most of the matrix bytes ("Q8_0")
+  uint64_t file_size = 0;
+  uint64_t n_params = 0;
+  int threads = 0;
+  std::string isa;
+  int32_t repetitions = 0;
+  std::optional<SpeedStats> pp;  // absent when -p 0
+  std::optional<SpeedStats> tg;  // absent when -n 0
+  uint64_t weight_bytes_per_token = 0;
+  std::optional<MemBwResult> membw;
+
+  // bytes/token x tg tokens/s, in 1e9 bytes/s; 0 without tg.
+  double implied_gbps() const;
+  // implied_gbps / measured read bandwidth; 0 without tg or membw.
+  double membw_fraction() const;
+};
+
+// The bytes of weights one generated token reads: every matrix, norm and bias of the forward
+// pass, one row of the token embedding, the output matrix (the whole embedding when tied), and of
+// each stacked expert tensor the fraction n_expert_used / n_expert that a token routes to.
+uint64_t weight_bytes_per_token(const Model& model);
+
+// Runs the warm-up and the repetitions (pp and tg alternate within each repetition) on `pool`.
+ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBenchOptions& options);
+
+struct PeakOptions {
+  int64_t row_elems = 4096;  // elements per Q8_0 row; rows x row bytes stay in L1/L2 per thread
+  int32_t rows = 8;
+  double pass_seconds = 0.2;
+  int32_t passes = 3;
+};
+
+struct PeakResult {
+  double peak_gops = 0;  // best pass: 2 x int8 multiply-adds per second, 1e9
+  std::vector<double> pass_gops;
+  int threads = 0;
+  std::string isa;
+};
+
+// Times the active kernels' Q8_0 x Q8_0 dot product (kernels::dot_row_q) on cache-resident rows on
+// every thread of the pool: the int8 arithmetic ceiling that prompt processing can be held to.
+PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& options = {});
+
+// The instruction set the kernels run with: "ref", "avx2", "avx512", "avx512vnni".
+std::string kernels_isa_name();
+
+// {"model", "threads", "pp": {"n_tokens", "mean_tps", "sd_tps", "samples_tps"} or null,
+//  "tg": {...} or null, "weight_bytes_per_token", "path", "weight_type", "n_params", "file_size",
+//  "isa", "repetitions", "implied_gbps", "membw_gbps" or null, "membw_fraction" or null}
+nlohmann::json to_json(const ModelBenchResult& r);
+// {"read_gbps", "threads", "median_gbps", "pass_gbps", "buffer_bytes", "method"}
+nlohmann::json to_json(const MemBwResult& r);
+// {"peak_gops", "threads", "isa", "pass_gops", "kernel"}
+nlohmann::json to_json(const PeakResult& r);
+
+}  // namespace sq

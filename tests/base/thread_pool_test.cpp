@@ -1,0 +1,161 @@
+#include "base/thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace sq {
+namespace {
+
+TEST(ThreadPool, EveryIndexCoveredExactlyOnce) {
+  for (int threads : {1, 2, 3, 4, 7}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(pool.size(), threads);
+    for (int64_t n : {0, 1, 2, 3, 5, 16, 17, 31, 64, 100, 1000, 4097}) {
+      for (int64_t grain : {1, 2, 3, 16, 32, 1000}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        pool.parallel_for(
+            n,
+            [&](int64_t b, int64_t e) {
+              ASSERT_LE(0, b);
+              ASSERT_LT(b, e);
+              ASSERT_LE(e, n);
+              // Chunks start on a multiple of the grain so callers can keep blocks whole.
+              EXPECT_EQ(b % grain, 0) << "n=" << n << " grain=" << grain;
+              for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+            },
+            grain);
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1)
+              << "threads=" << threads << " n=" << n << " grain=" << grain << " i=" << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(ThreadPool, PartitionDependsOnlyOnSizeGrainAndThreads) {
+  // Two pools of the same size hand out the same chunks, whatever ran on them before.
+  auto chunks = [](ThreadPool& pool, int64_t n, int64_t grain) {
+    std::vector<std::pair<int64_t, int64_t>> parts(static_cast<size_t>(pool.size()), {-1, -1});
+    std::atomic<int> count{0};
+    pool.parallel_for(
+        n,
+        [&](int64_t b, int64_t e) {
+          parts[static_cast<size_t>(count.fetch_add(1))] = {b, e};
+        },
+        grain);
+    std::sort(parts.begin(), parts.end());
+    return parts;
+  };
+  ThreadPool a(3), b(3);
+  for (int i = 0; i < 10; ++i) chunks(a, 50 + i, 1);
+  EXPECT_EQ(chunks(a, 1000, 16), chunks(b, 1000, 16));
+}
+
+TEST(ThreadPool, ExceptionInWorkerIsRethrownOnCaller) {
+  ThreadPool pool(4);
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int> parts_run{0};
+    EXPECT_THROW(pool.parallel_for(4,
+                                   [&](int64_t b, int64_t) {
+                                     parts_run.fetch_add(1);
+                                     if (b == 3) throw std::runtime_error("part 3 failed");
+                                   }),
+                 std::runtime_error);
+    EXPECT_EQ(parts_run.load(), 4) << "every part still runs";
+  }
+  // The pool stays usable after an exception.
+  std::atomic<int64_t> sum{0};
+  pool.parallel_for(100, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) sum.fetch_add(i);
+  });
+  EXPECT_EQ(sum.load(), 4950);
+}
+
+TEST(ThreadPool, ExceptionOnCallingThreadWaitsForWorkers) {
+  ThreadPool pool(2);
+  std::atomic<bool> worker_done{false};
+  try {
+    pool.parallel_for(2, [&](int64_t b, int64_t) {
+      if (b == 0) throw std::logic_error("caller's part");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      worker_done.store(true);
+    });
+    FAIL() << "expected an exception";
+  } catch (const std::logic_error& e) {
+    EXPECT_STREQ(e.what(), "caller's part");
+  }
+  EXPECT_TRUE(worker_done.load()) << "parallel_for returned before the worker finished";
+}
+
+TEST(ThreadPool, OnlyOneOfSeveralExceptionsIsRethrown) {
+  ThreadPool pool(3);
+  EXPECT_THROW(pool.parallel_for(3, [](int64_t, int64_t) { throw std::runtime_error("every part"); }),
+               std::runtime_error);
+}
+
+TEST(ThreadPool, NestedRegionRunsInline) {
+  ThreadPool pool(3);
+  std::vector<std::atomic<int>> hits(30 * 7);
+  pool.parallel_for(30, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const auto me = std::this_thread::get_id();
+      pool.parallel_for(7, [&](int64_t b2, int64_t e2) {
+        EXPECT_EQ(std::this_thread::get_id(), me) << "a nested region runs on its own thread";
+        EXPECT_EQ(b2, 0);
+        EXPECT_EQ(e2, 7);
+        for (int64_t j = b2; j < e2; ++j) hits[static_cast<size_t>(i * 7 + j)].fetch_add(1);
+      });
+    }
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+}
+
+TEST(ThreadPool, ThousandsOfTinyRegionsFinish) {
+  // Regions shorter than a futex wake, back to back: a lost wake-up would hang here.
+  ThreadPool pool(2);
+  int64_t total = 0;
+  std::vector<int64_t> parts(2);
+  for (int i = 0; i < 20000; ++i) {
+    pool.parallel_for(2, [&](int64_t b, int64_t e) { parts[static_cast<size_t>(b)] = e - b; });
+    total += parts[0] + parts[1];
+  }
+  EXPECT_EQ(total, 40000);
+}
+
+TEST(ThreadPool, RegionsAfterIdleSleepStillRun) {
+  // Gaps longer than the spin budget make the workers sleep; each region must still wake them.
+  ThreadPool pool(3);
+  for (int i = 0; i < 5; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    std::atomic<int> parts{0};
+    pool.parallel_for(3, [&](int64_t, int64_t) { parts.fetch_add(1); });
+    EXPECT_EQ(parts.load(), 3);
+  }
+  // Alternate short and long gaps, with more threads than this machine may have cores.
+  ThreadPool wide(8);
+  std::atomic<int64_t> count{0};
+  for (int i = 0; i < 200; ++i) {
+    if (i % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    wide.parallel_for(64, [&](int64_t b, int64_t e) { count.fetch_add(e - b); });
+  }
+  EXPECT_EQ(count.load(), 200 * 64);
+}
+
+TEST(ThreadPool, ConstructAndDestroyQuickly) {
+  for (int i = 0; i < 50; ++i) {
+    ThreadPool pool(1 + i % 4);
+    if (i % 2 == 0) pool.parallel_for(10, [](int64_t, int64_t) {});
+  }
+}
+
+TEST(ThreadPool, DefaultThreadCountIsPositive) { EXPECT_GE(default_thread_count(), 1); }
+
+}  // namespace
+}  // namespace sq

@@ -1,0 +1,278 @@
+// squeeze bench's measurements on tiny synthetic models: speeds are positive and finite, the JSON
+// carries the documented keys with the documented types, and the bytes a token reads match a sum
+// computed here from the file's tensor table.
+#include "engine/bench.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "base/membw.h"
+#include "base/thread_pool.h"
+#include "model/gguf.h"
+#include "model/model.h"
+#include "model/synth.h"
+
+namespace sq {
+namespace {
+
+class BenchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("squeeze-bench-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string write(const SynthSpec& spec, const std::string& name) {
+    const std::string path = (dir_ / name).string();
+    synth_model(spec).write(path);
+    return path;
+  }
+
+  std::filesystem::path dir_;
+};
+
+SynthSpec dense_spec() {
+  SynthSpec s;
+  s.n_vocab = 96;
+  s.n_embd = 64;
+  s.n_layer = 2;
+  s.n_ff = 128;
+  s.type = GgmlType::Q8_0;
+  return s;
+}
+
+SynthSpec moe_spec() {
+  SynthSpec s = dense_spec();
+  s.n_expert = 4;
+  s.n_expert_used = 2;
+  s.tied_output = true;
+  return s;
+}
+
+// The bytes a token reads, from the file's own tensor table: the embedding contributes one row (and
+// all of it again when it doubles as the output), stacked experts n_expert_used / n_expert of their
+// bytes, everything else all of its bytes.
+uint64_t expected_bytes_per_token(const std::string& path, int n_expert, int n_expert_used) {
+  GgufFile f = GgufFile::open(path);
+  uint64_t total = 0;
+  bool has_output = false;
+  for (const auto& t : f.tensors()) {
+    if (t.name == "output.weight") has_output = true;
+  }
+  for (const auto& t : f.tensors()) {
+    if (t.name == "token_embd.weight") {
+      total += t.n_bytes / t.ne[1];
+      if (!has_output) total += t.n_bytes;
+    } else if (t.name.find("_exps.") != std::string::npos) {
+      total += t.n_bytes / static_cast<uint64_t>(n_expert) * static_cast<uint64_t>(n_expert_used);
+    } else {
+      total += t.n_bytes;
+    }
+  }
+  return total;
+}
+
+TEST_F(BenchTest, BytesPerTokenOfDenseModel) {
+  const std::string path = write(dense_spec(), "dense.gguf");
+  auto model = load_model(path);
+  const uint64_t expected = expected_bytes_per_token(path, 0, 0);
+  EXPECT_EQ(weight_bytes_per_token(*model), expected);
+  // A dense untied model reads all of its weights but the embedding table less one row.
+  const uint64_t row = static_cast<uint64_t>(model->tok_embd.row_size());
+  const GgufFile file = GgufFile::open(path);
+  uint64_t all = 0;
+  for (const auto& t : file.tensors()) all += t.n_bytes;
+  EXPECT_EQ(expected + model->tok_embd.n_bytes() - row, all);
+}
+
+TEST_F(BenchTest, BytesPerTokenOfMixtureCountsOnlyUsedExperts) {
+  const SynthSpec spec = moe_spec();
+  const std::string path = write(spec, "moe.gguf");
+  auto model = load_model(path);
+  ASSERT_EQ(model->config.n_expert, 4);
+  EXPECT_EQ(weight_bytes_per_token(*model),
+            expected_bytes_per_token(path, spec.n_expert, spec.n_expert_used));
+  // Half of the experts are used: fewer bytes than the dense equivalent with all experts.
+  uint64_t experts = 0;
+  for (const auto& L : model->layers) {
+    experts += L.ffn_gate_exps.n_bytes() + L.ffn_up_exps.n_bytes() + L.ffn_down_exps.n_bytes();
+  }
+  EXPECT_GT(experts, 0u);
+}
+
+TEST_F(BenchTest, SpeedsArePositiveAndFinite) {
+  const std::string path = write(dense_spec(), "speed.gguf");
+  auto model = load_model(path);
+  ThreadPool pool(2);
+  ModelBenchOptions o;
+  o.n_prompt = 16;
+  o.n_gen = 8;
+  o.repetitions = 3;
+  o.membw.buffer_bytes = size_t{4} << 20;
+  o.membw.passes = 2;
+  ModelBenchResult r = bench_model(*model, pool, o);
+  ASSERT_TRUE(r.pp.has_value());
+  ASSERT_TRUE(r.tg.has_value());
+  for (const SpeedStats* s : {&*r.pp, &*r.tg}) {
+    EXPECT_TRUE(std::isfinite(s->mean_tps));
+    EXPECT_GT(s->mean_tps, 0);
+    EXPECT_TRUE(std::isfinite(s->sd_tps));
+    EXPECT_GE(s->sd_tps, 0);
+    EXPECT_EQ(s->samples_tps.size(), 3u);
+  }
+  EXPECT_EQ(r.pp->n_tokens, 16);
+  EXPECT_EQ(r.tg->n_tokens, 8);
+  EXPECT_EQ(r.threads, 2);
+  EXPECT_EQ(r.weight_type, "Q8_0");
+  ASSERT_TRUE(r.membw.has_value());
+  EXPECT_GT(r.membw->read_gbps, 0);
+  EXPECT_GT(r.implied_gbps(), 0);
+  EXPECT_GT(r.membw_fraction(), 0);
+}
+
+TEST_F(BenchTest, JsonHasTheDocumentedKeysAndTypes) {
+  const std::string path = write(moe_spec(), "json.gguf");
+  auto model = load_model(path);
+  ThreadPool pool(1);
+  ModelBenchOptions o;
+  o.n_prompt = 8;
+  o.n_gen = 4;
+  o.repetitions = 1;
+  o.measure_membw = false;
+  nlohmann::json j = to_json(bench_model(*model, pool, o));
+  std::set<std::string> keys;
+  for (auto it = j.begin(); it != j.end(); ++it) keys.insert(it.key());
+  EXPECT_EQ(keys, (std::set<std::string>{"model", "threads", "pp", "tg", "weight_bytes_per_token",
+                                         "path", "weight_type", "n_params", "file_size", "isa",
+                                         "repetitions", "implied_gbps", "membw_gbps",
+                                         "membw_fraction"}));
+  EXPECT_TRUE(j["model"].is_string());
+  EXPECT_TRUE(j["threads"].is_number_integer());
+  EXPECT_TRUE(j["weight_bytes_per_token"].is_number_unsigned());
+  EXPECT_EQ(j["weight_bytes_per_token"].get<uint64_t>(), weight_bytes_per_token(*model));
+  for (const char* part : {"pp", "tg"}) {
+    ASSERT_TRUE(j[part].is_object()) << part;
+    EXPECT_TRUE(j[part]["n_tokens"].is_number_integer());
+    EXPECT_TRUE(j[part]["mean_tps"].is_number_float());
+    EXPECT_TRUE(j[part]["sd_tps"].is_number_float());
+    EXPECT_TRUE(j[part]["samples_tps"].is_array());
+  }
+  EXPECT_EQ(j["pp"]["n_tokens"], 8);
+  EXPECT_EQ(j["tg"]["n_tokens"], 4);
+  EXPECT_TRUE(j["membw_gbps"].is_null());  // not measured
+}
+
+TEST_F(BenchTest, ZeroTokensSkipsThatPart) {
+  const std::string path = write(dense_spec(), "skip.gguf");
+  auto model = load_model(path);
+  ThreadPool pool(1);
+  ModelBenchOptions o;
+  o.n_prompt = 0;
+  o.n_gen = 2;
+  o.repetitions = 1;
+  o.measure_membw = false;
+  ModelBenchResult r = bench_model(*model, pool, o);
+  EXPECT_FALSE(r.pp.has_value());
+  ASSERT_TRUE(r.tg.has_value());
+  EXPECT_TRUE(to_json(r)["pp"].is_null());
+}
+
+TEST(BenchOptions, BadValuesNameTheFlagAndTheValue) {
+  auto message = [](ModelBenchOptions o) -> std::string {
+    try {
+      check_bench_options(o);
+    } catch (const InvalidArgument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  ModelBenchOptions o;
+  o.n_prompt = -1;
+  EXPECT_NE(message(o).find("-p is -1"), std::string::npos) << message(o);
+  o = {};
+  o.n_gen = -5;
+  EXPECT_NE(message(o).find("-n is -5"), std::string::npos) << message(o);
+  o = {};
+  o.repetitions = 0;
+  EXPECT_NE(message(o).find("-r is 0"), std::string::npos) << message(o);
+  o = {};
+  o.n_prompt = 0;
+  o.n_gen = 0;
+  EXPECT_NE(message(o).find("nothing to measure"), std::string::npos);
+  EXPECT_EQ(message(ModelBenchOptions{}), "");
+}
+
+TEST(MemBw, SmallBufferGivesAPositiveRate) {
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    MemBwOptions o;
+    o.buffer_bytes = size_t{8} << 20;
+    o.passes = 3;
+    MemBwResult r = measure_memory_bandwidth(pool, o);
+    EXPECT_GT(r.read_gbps, 0);
+    EXPECT_TRUE(std::isfinite(r.read_gbps));
+    EXPECT_GE(r.read_gbps, r.median_gbps);
+    EXPECT_EQ(r.pass_gbps.size(), 3u);
+    EXPECT_EQ(r.threads, threads);
+    nlohmann::json j = to_json(r);
+    EXPECT_TRUE(j["read_gbps"].is_number_float());
+    EXPECT_EQ(j["threads"], threads);
+  }
+}
+
+TEST(Peak, ShortRunGivesAPositiveRate) {
+  ThreadPool pool(2);
+  PeakOptions o;
+  o.pass_seconds = 0.01;
+  o.passes = 2;
+  PeakResult r = measure_dot_peak(pool, o);
+  EXPECT_GT(r.peak_gops, 0);
+  EXPECT_TRUE(std::isfinite(r.peak_gops));
+  nlohmann::json j = to_json(r);
+  EXPECT_TRUE(j["peak_gops"].is_number_float());
+  EXPECT_EQ(j["threads"], 2);
+  EXPECT_TRUE(j["isa"].is_string());
+}
+
+}  // namespace
+}  // namespace sq
+
+namespace sq {
+namespace {
+
+// Not a check: writes the synthetic models docs/benchmarks.md measures, when asked to with
+// SQUEEZE_BENCH_MODEL_DIR (until `squeeze synth` exists). Skipped otherwise.
+TEST(BenchModels, WriteSyntheticBenchModels) {
+  const char* dir = std::getenv("SQUEEZE_BENCH_MODEL_DIR");
+  if (dir == nullptr || *dir == '\0') GTEST_SKIP() << "set SQUEEZE_BENCH_MODEL_DIR to write them";
+  std::filesystem::create_directories(dir);
+  SynthSpec dense;  // ~107 M parameters: TinyLlama's layer shape, 8 layers, a small vocabulary
+  dense.n_vocab = 8192;
+  dense.n_embd = 1024;
+  dense.n_layer = 8;
+  dense.n_head = 16;
+  dense.n_head_kv = 4;
+  dense.n_ff = 2816;
+  dense.n_ctx = 2048;
+  dense.type = GgmlType::Q8_0;
+  synth_model(dense).write((std::filesystem::path(dir) / "synth-107m.q8_0.gguf").string());
+  SynthSpec moe = dense;  // 4 experts, 2 used
+  moe.n_layer = 4;
+  moe.n_expert = 4;
+  moe.n_expert_used = 2;
+  moe.n_ff = 1408;
+  synth_model(moe).write((std::filesystem::path(dir) / "synth-moe.q8_0.gguf").string());
+}
+
+}  // namespace
+}  // namespace sq
