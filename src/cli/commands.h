@@ -16,6 +16,9 @@ Runner add_info(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_detokenize(CLI::App& app);
 Runner add_logits(CLI::App& app);
+Runner add_synth(CLI::App& app);
+Runner add_quantize(CLI::App& app);
+Runner add_bench(CLI::App& app);
 
 // Flags shared by the commands that load a model.
 struct ModelFlags {

@@ -24,6 +24,9 @@ int main(int argc, char** argv) {
   add(&sq::cli::add_tokenize);
   add(&sq::cli::add_detokenize);
   add(&sq::cli::add_logits);
+  add(&sq::cli::add_synth);
+  add(&sq::cli::add_quantize);
+  add(&sq::cli::add_bench);
 
   try {
     app.parse(argc, argv);

@@ -1,12 +1,14 @@
 // The per-type traits table, the activation formats and the dispatching entry points of quant.h.
-// Every entry points at the reference kernels for now; SIMD variants will be chosen once at
-// start-up and must match these bit for bit (DESIGN.md, invariant 3).
+// The traits point at the reference kernels; quantize_activation and the dot products with
+// quantized activations go through the kernel table chosen at start-up (isa.h), whose entries match
+// the reference bit for bit (DESIGN.md, invariant 3).
 #include "kernels/quant.h"
 
 #include <array>
 #include <cassert>
 
 #include "kernels/blocks.h"
+#include "kernels/isa.h"
 #include "kernels/quant_ref.h"
 
 namespace sq::kernels {
@@ -103,15 +105,37 @@ GgmlType vec_dot_type(GgmlType weight_type) { return traits_or_die(weight_type).
 bool activation_type_supported(GgmlType t) { return activation_format(t) != nullptr; }
 
 void quantize_activation(GgmlType vec_type, const float* x, void* out, int64_t n) {
-  activation_format_or_die(vec_type).quantize(x, out, n);
+  const int index = activation_index(vec_type);
+  assert(index >= 0 && "not an activation format");
+  active_table().quantize[index](x, out, n);
 }
 
 void dequantize_activation(GgmlType vec_type, const void* qx, float* out, int64_t n) {
   activation_format_or_die(vec_type).dequantize(qx, out, n);
 }
 
+namespace {
+
+const WeightKernels& weight_kernels(GgmlType weight_type) {
+  const int index = weight_index(weight_type);
+  assert(index >= 0 && "unsupported tensor type reached a kernel; the op must validate");
+  return active_table().weight[index];
+}
+
+}  // namespace
+
 float dot_row_q(GgmlType weight_type, const void* row, const void* qx, int64_t n) {
-  return traits_or_die(weight_type).dot_q(row, qx, n);
+  return weight_kernels(weight_type).dot_q(row, qx, n);
+}
+
+void dot_rows_q(GgmlType weight_type, const void* w, size_t w_stride, int64_t rows, const void* qx,
+                int64_t n, float* out) {
+  weight_kernels(weight_type).dot_rows(w, w_stride, rows, qx, n, out);
+}
+
+void dot_tile_q(GgmlType weight_type, const void* w, size_t w_stride, int64_t rows, const void* qx,
+                size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride) {
+  weight_kernels(weight_type).dot_tile(w, w_stride, rows, qx, x_stride, tokens, n, out, out_stride);
 }
 
 void matvec_rows(GgmlType type, const void* w, const float* x, float* out, int64_t n, int64_t r0,

@@ -39,6 +39,12 @@
 //     Here q are the weight quants as the block layouts in blocks.h order them, y the activation
 //     quants, dy the activation block scale (fp16 for Q8_0/Q8_1, f32 for Q8_K), sy the Q8_1 block's
 //     fp16 s, and dw, mw, dminw the weight block's scales.
+//
+// quantize_activation, dot_row_q, dot_rows_q and dot_tile_q run the instruction-set variant chosen
+// at start-up (isa.h: ref, avx2, avx512, avx512vnni; SQUEEZE_ISA forces one). Every variant gives
+// the reference's bits for finite inputs, which tests/kernels/isa_test.cpp checks with memcmp. The
+// variants rely on the activation quants lying in [-127, 127] (what the Q8 quantizers produce):
+// their 8-bit products are summed in 16 bits before widening, which cannot saturate then.
 #pragma once
 
 #include <cstddef>
@@ -108,6 +114,16 @@ void dequantize_activation(GgmlType vec_type, const void* qx, float* out, int64_
 // vec_dot_type(weight_type), in the order described at the top of this file. For F32 weights
 // (qx holding n floats, any alignment) it gives dot_row's bits.
 float dot_row_q(GgmlType weight_type, const void* row, const void* qx, int64_t n);
+
+// dot_row_q for `rows` consecutive rows (row r at w + r * w_stride) and one token: out[r].
+void dot_rows_q(GgmlType weight_type, const void* w, size_t w_stride, int64_t rows, const void* qx,
+                int64_t n, float* out);
+
+// dot_row_q for `rows` rows and `tokens` tokens (token t's activations at qx + t * x_stride):
+// out[t * out_stride + r]. Tiled over rows and tokens so each weight block loaded serves several
+// tokens; every output has dot_row_q's bits whatever the tile it falls in.
+void dot_tile_q(GgmlType weight_type, const void* w, size_t w_stride, int64_t rows, const void* qx,
+                size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride);
 
 // out[r] = dot_row(row r of w, x) for r in [r0, r1); w holds consecutive rows of n elements.
 // Work is split over rows only, so any partition of [0, rows) over threads gives the same outputs.

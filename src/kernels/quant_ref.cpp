@@ -923,4 +923,53 @@ SQ_DEFINE_DOT_Q_REF(q6_k, BlockQ6_K, BlockQ8_K)
 
 #undef SQ_DEFINE_DOT_Q_REF
 
+namespace {
+
+template <DotRowQFn Dot>
+void dot_rows_loop(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,
+                   float* out) {
+  const auto* base = static_cast<const uint8_t*>(w);
+  for (int64_t r = 0; r < rows; ++r) out[r] = Dot(base + static_cast<size_t>(r) * w_stride, qx, n);
+}
+
+template <DotRowQFn Dot>
+void dot_tile_loop(const void* w, size_t w_stride, int64_t rows, const void* qx, size_t x_stride,
+                   int64_t tokens, int64_t n, float* out, int64_t out_stride) {
+  const auto* x = static_cast<const uint8_t*>(qx);
+  for (int64_t t = 0; t < tokens; ++t) {
+    dot_rows_loop<Dot>(w, w_stride, rows, x + static_cast<size_t>(t) * x_stride, n,
+                       out + t * out_stride);
+  }
+}
+
+}  // namespace
+
+#define SQ_DEFINE_REF_MULTI(name)                                                                \
+  void dot_rows_q_##name##_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,     \
+                               int64_t n, float* out) {                                          \
+    dot_rows_loop<dot_row_q_##name##_ref>(w, w_stride, rows, qx, n, out);                        \
+  }                                                                                              \
+  void dot_tile_q_##name##_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,     \
+                               size_t x_stride, int64_t tokens, int64_t n, float* out,           \
+                               int64_t out_stride) {                                             \
+    dot_tile_loop<dot_row_q_##name##_ref>(w, w_stride, rows, qx, x_stride, tokens, n, out,       \
+                                          out_stride);                                           \
+  }
+
+SQ_DEFINE_REF_MULTI(f32)
+SQ_DEFINE_REF_MULTI(f16)
+SQ_DEFINE_REF_MULTI(bf16)
+SQ_DEFINE_REF_MULTI(q4_0)
+SQ_DEFINE_REF_MULTI(q4_1)
+SQ_DEFINE_REF_MULTI(q5_0)
+SQ_DEFINE_REF_MULTI(q5_1)
+SQ_DEFINE_REF_MULTI(q8_0)
+SQ_DEFINE_REF_MULTI(q4_k)
+SQ_DEFINE_REF_MULTI(q5_k)
+SQ_DEFINE_REF_MULTI(q6_k)
+
+#undef SQ_DEFINE_REF_MULTI
+
+constinit const KernelTable kRefTable = ref_kernel_table();
+
 }  // namespace sq::kernels

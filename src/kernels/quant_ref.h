@@ -2,7 +2,10 @@
 // against these; the dispatching entry points are in quant.h.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+#include "kernels/isa.h"
 
 namespace sq::kernels {
 
@@ -44,5 +47,56 @@ float dot_row_q_q8_0_ref(const void* row, const void* qx, int64_t n);  // x: Q8_
 float dot_row_q_q4_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_K
 float dot_row_q_q5_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_K
 float dot_row_q_q6_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_K
+
+// The multi-row and tiled forms of the above (isa.h): loops over dot_row_q_*_ref.
+#define SQ_DECLARE_REF_MULTI(name)                                                                \
+  void dot_rows_q_##name##_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,      \
+                               int64_t n, float* out);                                            \
+  void dot_tile_q_##name##_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,      \
+                               size_t x_stride, int64_t tokens, int64_t n, float* out,            \
+                               int64_t out_stride);
+
+SQ_DECLARE_REF_MULTI(f32)
+SQ_DECLARE_REF_MULTI(f16)
+SQ_DECLARE_REF_MULTI(bf16)
+SQ_DECLARE_REF_MULTI(q4_0)
+SQ_DECLARE_REF_MULTI(q4_1)
+SQ_DECLARE_REF_MULTI(q5_0)
+SQ_DECLARE_REF_MULTI(q5_1)
+SQ_DECLARE_REF_MULTI(q8_0)
+SQ_DECLARE_REF_MULTI(q4_k)
+SQ_DECLARE_REF_MULTI(q5_k)
+SQ_DECLARE_REF_MULTI(q6_k)
+
+#undef SQ_DECLARE_REF_MULTI
+
+// The reference table, as a constant expression so that every variant's table can start from it
+// (entries a variant does not implement stay the reference's).
+constexpr KernelTable ref_kernel_table() {
+  KernelTable t;
+  t.isa = Isa::Ref;
+  t.quantize[activation_index(GgmlType::F32)] = quantize_row_f32_ref;
+  t.quantize[activation_index(GgmlType::F16)] = quantize_row_f16_ref;
+  t.quantize[activation_index(GgmlType::BF16)] = quantize_row_bf16_ref;
+  t.quantize[activation_index(GgmlType::Q8_0)] = quantize_row_q8_0_ref;
+  t.quantize[activation_index(GgmlType::Q8_1)] = quantize_row_q8_1_ref;
+  t.quantize[activation_index(GgmlType::Q8_K)] = quantize_row_q8_k_ref;
+#define SQ_REF_WEIGHT(Type, name)                                                              \
+  t.weight[weight_index(GgmlType::Type)] = {dot_row_q_##name##_ref, dot_rows_q_##name##_ref,   \
+                                            dot_tile_q_##name##_ref};
+  SQ_REF_WEIGHT(F32, f32)
+  SQ_REF_WEIGHT(F16, f16)
+  SQ_REF_WEIGHT(BF16, bf16)
+  SQ_REF_WEIGHT(Q4_0, q4_0)
+  SQ_REF_WEIGHT(Q4_1, q4_1)
+  SQ_REF_WEIGHT(Q5_0, q5_0)
+  SQ_REF_WEIGHT(Q5_1, q5_1)
+  SQ_REF_WEIGHT(Q8_0, q8_0)
+  SQ_REF_WEIGHT(Q4_K, q4_k)
+  SQ_REF_WEIGHT(Q5_K, q5_k)
+  SQ_REF_WEIGHT(Q6_K, q6_k)
+#undef SQ_REF_WEIGHT
+  return t;
+}
 
 }  // namespace sq::kernels

@@ -27,6 +27,9 @@ void rms_norm(const float* x, const TensorView& weight, float eps, int64_t n_tok
 // with (kernels::vec_dot_type: F16 for F16, BF16 for BF16, 8-bit blocks for the quantized types),
 // and the dot products are integer ones per block (kernels::dot_row_q); F32 weights use x exactly.
 // Allocates that rounded copy of x, n_tokens * row_bytes(vec_dot_type, n_in) bytes, once per call.
+// The kernels are the variant chosen at start-up (kernels/isa.h): the multi-row kernel for one
+// token, the tiled kernel (rows x tokens) for a batch; output rows are split over the pool's
+// threads. The result is bit-identical whatever the variant, batch or thread count.
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, ThreadPool& pool,
             const TensorView* bias = nullptr);
 

@@ -68,7 +68,9 @@ TEST(AttnKernels, ExponentialIsAccurateAndIdenticalEverywhere) {
       const double exact = std::exp(static_cast<double>(x[i]));
       ASSERT_NEAR(want[i] / exact, 1.0, 3e-7) << "exp(" << x[i] << ")";
     }
-    if (!(x[i] >= -87.33f)) ASSERT_EQ(want[i], 0.0f) << x[i];
+    if (!(x[i] >= -87.33f)) {
+      ASSERT_EQ(want[i], 0.0f) << x[i];
+    }
     ASSERT_TRUE(std::isfinite(want[i])) << x[i];
   }
   for (const AttnKernels* v : available()) {

@@ -1,0 +1,153 @@
+// Micro-benchmarks of the matrix kernels, per weight type and instruction-set variant, on one
+// thread:
+//   Matvec/<type>/<isa>/<rows>x<cols>: the multi-row kernel over a whole matrix and one token
+//     (token generation); bytes_per_second counts the weight bytes read.
+//   Tile/<type>/<isa>/<rows>x<cols>x<tokens>: the tiled kernel over a whole matrix and a batch
+//     (prompt processing); the "GOPS" counter is 2 * rows * cols * tokens per second (one multiply
+//     and one add per weight and token), in 1e9/s.
+//   Quantize/<type>/<isa>/<n>: the activation quantizers; bytes_per_second counts floats read.
+// Variants the CPU lacks are not registered.
+//
+//   build/simd/squeeze_bench --benchmark_filter='Matvec/Q4_K' --benchmark_repetitions=3
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "kernels/isa.h"
+#include "kernels/quant.h"
+#include "kernels/types.h"
+
+namespace {
+
+using sq::GgmlType;
+using sq::kernels::Isa;
+
+std::vector<float> gaussian(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = g(rng);
+  return v;
+}
+
+// A rows x cols weight matrix of type t from random floats (quantized one row at a time, which is
+// slow for the K types, so rows repeat a small set of distinct rows).
+std::vector<uint8_t> weights(GgmlType t, int64_t rows, int64_t cols) {
+  const size_t rb = sq::kernels::row_bytes(t, cols);
+  constexpr int64_t kDistinct = 64;
+  std::vector<uint8_t> distinct(rb * kDistinct);
+  for (int64_t r = 0; r < kDistinct; ++r) {
+    const auto f = gaussian(cols, static_cast<uint32_t>(r + 1));
+    sq::kernels::quantize_row(t, f.data(), distinct.data() + rb * static_cast<size_t>(r), cols);
+  }
+  std::vector<uint8_t> w(rb * static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(distinct.data() + rb * static_cast<size_t>(r % kDistinct), rb,
+                w.data() + rb * static_cast<size_t>(r));
+  }
+  return w;
+}
+
+std::vector<uint8_t> activations(GgmlType t, int64_t tokens, int64_t cols) {
+  const GgmlType vt = sq::kernels::vec_dot_type(t);
+  const size_t xb = sq::kernels::row_bytes(vt, cols);
+  std::vector<uint8_t> q(xb * static_cast<size_t>(tokens));
+  for (int64_t i = 0; i < tokens; ++i) {
+    const auto f = gaussian(cols, static_cast<uint32_t>(1000 + i));
+    sq::kernels::table(Isa::Ref).quantize[sq::kernels::activation_index(vt)](
+        f.data(), q.data() + xb * static_cast<size_t>(i), cols);
+  }
+  return q;
+}
+
+void bm_matvec(benchmark::State& state, GgmlType t, Isa isa, int64_t rows, int64_t cols) {
+  const auto w = weights(t, rows, cols);
+  const auto x = activations(t, 1, cols);
+  std::vector<float> out(static_cast<size_t>(rows));
+  const auto& k = sq::kernels::table(isa).weight[sq::kernels::weight_index(t)];
+  const size_t rb = sq::kernels::row_bytes(t, cols);
+  for (auto _ : state) {
+    k.dot_rows(w.data(), rb, rows, x.data(), cols, out.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+}
+
+void bm_tile(benchmark::State& state, GgmlType t, Isa isa, int64_t rows, int64_t cols,
+             int64_t tokens) {
+  const auto w = weights(t, rows, cols);
+  const auto x = activations(t, tokens, cols);
+  std::vector<float> out(static_cast<size_t>(rows * tokens));
+  const auto& k = sq::kernels::table(isa).weight[sq::kernels::weight_index(t)];
+  const size_t rb = sq::kernels::row_bytes(t, cols);
+  const size_t xb = sq::kernels::row_bytes(sq::kernels::vec_dot_type(t), cols);
+  // The blocking ops::matmul uses: 64 rows by 64 tokens at a time.
+  constexpr int64_t kRowBlock = 64;
+  constexpr int64_t kTokenBlock = 64;
+  for (auto _ : state) {
+    for (int64_t r = 0; r < rows; r += kRowBlock) {
+      for (int64_t tb = 0; tb < tokens; tb += kTokenBlock) {
+        k.dot_tile(w.data() + rb * static_cast<size_t>(r), rb, std::min(kRowBlock, rows - r),
+                   x.data() + xb * static_cast<size_t>(tb), xb, std::min(kTokenBlock, tokens - tb),
+                   cols, out.data() + tb * rows + r, rows);
+      }
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GOPS"] = benchmark::Counter(
+      2.0 * static_cast<double>(rows * cols * tokens) * static_cast<double>(state.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+}
+
+void bm_quantize(benchmark::State& state, GgmlType vt, Isa isa, int64_t n) {
+  const auto f = gaussian(n, 7);
+  std::vector<uint8_t> q(sq::kernels::row_bytes(vt, n));
+  const auto fn = sq::kernels::table(isa).quantize[sq::kernels::activation_index(vt)];
+  for (auto _ : state) {
+    fn(f.data(), q.data(), n);
+    benchmark::DoNotOptimize(q.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * n * 4);
+}
+
+int register_all() {
+  const GgmlType types[] = {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0,
+                            GgmlType::Q5_K, GgmlType::F16,  GgmlType::BF16, GgmlType::F32,
+                            GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1};
+  const std::pair<int64_t, int64_t> shapes[] = {{2048, 2048}, {5632, 2048}};
+  for (Isa isa : sq::kernels::supported_isas()) {
+    const std::string in = std::string(sq::kernels::isa_name(isa));
+    for (GgmlType t : types) {
+      const std::string tn = sq::type_name(t);
+      for (auto [rows, cols] : shapes) {
+        benchmark::RegisterBenchmark(
+            ("Matvec/" + tn + "/" + in + "/" + std::to_string(rows) + "x" + std::to_string(cols)).c_str(),
+            bm_matvec, t, isa, rows, cols)
+            ->Unit(benchmark::kMicrosecond);
+      }
+      constexpr int64_t kTokens = 64;
+      benchmark::RegisterBenchmark(
+          ("Tile/" + tn + "/" + in + "/2048x2048x" + std::to_string(kTokens)).c_str(), bm_tile, t, isa,
+          2048, 2048, kTokens)
+          ->Unit(benchmark::kMillisecond);
+    }
+    for (GgmlType vt : {GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::F16, GgmlType::BF16}) {
+      benchmark::RegisterBenchmark(
+          ("Quantize/" + sq::type_name(vt) + "/" + in + "/5632").c_str(), bm_quantize, vt, isa,
+          int64_t{5632})
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+  return 0;
+}
+
+[[maybe_unused]] const int kRegistered = register_all();
+
+}  // namespace
