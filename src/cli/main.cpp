@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "cli/commands.h"
+#include "kernels/isa.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"squeeze: run, measure and serve open-weight language models on a CPU"};
@@ -34,6 +35,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    // SQUEEZE_ISA is checked before any work, so that a bad value is one clear line.
+    sq::kernels::init_isa();
     for (auto& [cmd, run] : commands) {
       if (cmd->parsed()) return run();
     }

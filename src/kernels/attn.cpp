@@ -1,22 +1,18 @@
-#include <cstdlib>
-#include <string_view>
-
-#include "base/cpu_features.h"
 #include "kernels/attn.h"
+#include "kernels/isa.h"
 
 namespace sq::kernels {
 
+// The attention kernels follow the matrix kernels' choice of instruction set (SQUEEZE_ISA or the
+// best the CPU has); AVX-512 VNNI adds nothing here, so it uses the AVX-512 variant.
 const AttnKernels& attn_kernels() {
   static const AttnKernels* chosen = [] {
-    const CpuFeatures& f = cpu_features();
-    const bool avx2 = f.avx2 && f.fma && f.f16c;
-    const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
-    std::string_view want;
-    if (const char* env = std::getenv("SQUEEZE_ISA")) want = env;
-    if (want == "ref") return &attn_kernels_ref();
-    if (want == "avx2" && avx2) return attn_kernels_avx2();
-    if ((want.empty() || want == "avx512" || want == "avx512vnni") && avx512) return attn_kernels_avx512();
-    if ((want.empty() || want == "avx512" || want == "avx512vnni") && avx2) return attn_kernels_avx2();
+    switch (active_isa()) {
+      case Isa::Avx512Vnni:
+      case Isa::Avx512: return attn_kernels_avx512();
+      case Isa::Avx2: return attn_kernels_avx2();
+      case Isa::Ref: break;
+    }
     return &attn_kernels_ref();
   }();
   return *chosen;
