@@ -268,6 +268,7 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
   rope.freq_base = c.rope_freq_base;
   rope.freq_scale = c.rope_freq_scale;
   rope.freq_factors = m.rope_freq_factors;
+  const ops::RopeTable angles = ops::rope_table(n, pos0, rope);
   ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
 
   for (int32_t l = 0; l < c.n_layer; ++l) {
@@ -276,8 +277,8 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
     ops::matmul(L.wq, cur.data(), n, q.data(), pool, &L.bq);
     ops::matmul(L.wk, cur.data(), n, k.data(), pool, &L.bk);
     ops::matmul(L.wv, cur.data(), n, v.data(), pool, &L.bv);
-    ops::rope(q.data(), n, c.n_head, c.head_dim, pos0, rope);
-    ops::rope(k.data(), n, c.n_head_kv, c.head_dim, pos0, rope);
+    ops::rope(q.data(), n, c.n_head, c.head_dim, angles);
+    ops::rope(k.data(), n, c.n_head_kv, c.head_dim, angles);
     for (int64_t t = 0; t < n; ++t) {
       kv.store(l, static_cast<int32_t>(pos0 + t), k.data() + t * KV, v.data() + t * KV);
     }

@@ -137,38 +137,64 @@ void embed(const TensorView& table, std::span<const int32_t> tokens, float* out)
   }
 }
 
-void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t pos0,
-          const RopeOptions& o) {
-  if (o.n_rot <= 0 || o.n_rot > head_dim || o.n_rot % 2 != 0) {
-    fail<InvalidArgument>("rope: rotary dimensions {} must be even and within the head size {}",
-                          o.n_rot, head_dim);
+RopeTable rope_table(int64_t n_tokens, int32_t pos0, const RopeOptions& o) {
+  if (o.n_rot <= 0 || o.n_rot % 2 != 0) {
+    fail<InvalidArgument>("rope: rotary dimensions {} must be even and positive", o.n_rot);
   }
   const int32_t half = o.n_rot / 2;
   if (!o.freq_factors.empty() && static_cast<int32_t>(o.freq_factors.size()) != half) {
     fail<InvalidArgument>("rope: {} frequency factors given; expected {}", o.freq_factors.size(), half);
   }
-  std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
+  RopeTable table;
+  table.mode = o.mode;
+  table.n_rot = o.n_rot;
+  table.n_tokens = n_tokens;
+  table.cos.resize(static_cast<size_t>(n_tokens * half));
+  table.sin.resize(table.cos.size());
+  std::vector<float> freq(static_cast<size_t>(half));
+  for (int32_t i = 0; i < half; ++i) {
+    float f = 1.0f / std::pow(o.freq_base, static_cast<float>(2 * i) / static_cast<float>(o.n_rot));
+    if (!o.freq_factors.empty()) f /= o.freq_factors[static_cast<size_t>(i)];
+    freq[static_cast<size_t>(i)] = f;
+  }
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float pos = static_cast<float>(pos0 + t) * o.freq_scale;
     for (int32_t i = 0; i < half; ++i) {
-      float freq = 1.0f / std::pow(o.freq_base, static_cast<float>(2 * i) / static_cast<float>(o.n_rot));
-      if (!o.freq_factors.empty()) freq /= o.freq_factors[static_cast<size_t>(i)];
-      const float theta = pos * freq;
-      cos_t[static_cast<size_t>(i)] = std::cos(theta);
-      sin_t[static_cast<size_t>(i)] = std::sin(theta);
+      const float theta = pos * freq[static_cast<size_t>(i)];
+      table.cos[static_cast<size_t>(t * half + i)] = std::cos(theta);
+      table.sin[static_cast<size_t>(t * half + i)] = std::sin(theta);
     }
+  }
+  return table;
+}
+
+void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const RopeTable& table) {
+  if (table.n_rot > head_dim || n_tokens > table.n_tokens) {
+    fail<InvalidArgument>("rope: a table for {} dimensions of {} tokens cannot rotate {} tokens of "
+                          "heads of {}", table.n_rot, table.n_tokens, n_tokens, head_dim);
+  }
+  const int32_t half = table.n_rot / 2;
+  const bool adjacent = table.mode == RopeMode::Adjacent;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* cs = table.cos.data() + t * half;
+    const float* sn = table.sin.data() + t * half;
     for (int32_t h = 0; h < n_heads; ++h) {
       float* v = x + (t * n_heads + h) * head_dim;
       for (int32_t i = 0; i < half; ++i) {
-        const int32_t a = o.mode == RopeMode::Adjacent ? 2 * i : i;
-        const int32_t b = o.mode == RopeMode::Adjacent ? 2 * i + 1 : i + half;
-        const float c = cos_t[static_cast<size_t>(i)], s = sin_t[static_cast<size_t>(i)];
+        const int32_t a = adjacent ? 2 * i : i;
+        const int32_t b = adjacent ? 2 * i + 1 : i + half;
+        const float c = cs[i], s = sn[i];
         const float x0 = v[a], x1 = v[b];
         v[a] = x0 * c - x1 * s;
         v[b] = x0 * s + x1 * c;
       }
     }
   }
+}
+
+void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t pos0,
+          const RopeOptions& o) {
+  rope(x, n_tokens, n_heads, head_dim, rope_table(n_tokens, pos0, o));
 }
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {

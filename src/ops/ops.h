@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "ops/tensor.h"
 
@@ -46,8 +47,19 @@ struct RopeOptions {
   std::span<const float> freq_factors;  // [n_rot/2] divisors of each frequency (Llama 3.1), or empty
 };
 
-// Rotates each of n_heads heads of head_dim in x [n_tokens, n_heads * head_dim] in place; token t
-// is at position pos0 + t.
+// The rotation angles of tokens at positions pos0 .. pos0 + n_tokens - 1: computed once per forward
+// pass and shared by every layer and by Q and K.
+struct RopeTable {
+  RopeMode mode = RopeMode::Adjacent;
+  int32_t n_rot = 0;
+  int64_t n_tokens = 0;
+  std::vector<float> cos, sin;  // [n_tokens, n_rot / 2]
+};
+RopeTable rope_table(int64_t n_tokens, int32_t pos0, const RopeOptions& options);
+
+// Rotates each of n_heads heads of head_dim in x [n_tokens, n_heads * head_dim] in place.
+void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const RopeTable& table);
+// The same, computing the table for positions pos0 ...
 void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t pos0,
           const RopeOptions& options);
 
