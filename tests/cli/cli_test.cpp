@@ -93,6 +93,20 @@ TEST(Cli, GoldenStoriesContinuationFromGguf) {
   EXPECT_EQ(r.out, read_file(expected));
 }
 
+// The KV cache's storage is selectable; F32 is what llama2.c keeps, and gives its text too.
+TEST(Cli, KvCacheTypes) {
+  SQ_REQUIRE_SHARED(model, "models/stories260K/stories260K.bin");
+  SQ_REQUIRE_SHARED(expected, "models/stories260K/expected-once-upon-a-time.txt");
+  Result f32 = squeeze("run -m " + quote(model) + " -p 'Once upon a time' -n 200 --temp 0 --kv-type f32");
+  ASSERT_EQ(f32.status, 0) << f32.err;
+  EXPECT_EQ(f32.out, read_file(expected));
+  Result q8 = squeeze("run -m " + quote(model) + " -p 'Once upon a time' -n 50 --temp 0 --kv-type q8_0");
+  ASSERT_EQ(q8.status, 0) << q8.err;
+  EXPECT_EQ(q8.out.rfind("Once upon a time", 0), 0u);
+  EXPECT_GT(q8.out.size(), 100u);
+  expect_one_line_error(squeeze("run -m " + quote(model) + " -p hi --kv-type q4"), "q4");
+}
+
 TEST(Cli, SameSeedSameText) {
   SQ_REQUIRE_SHARED(model, "models/stories260K/stories260K.bin");
   const std::string args = "run -m " + quote(model) + " -p 'Lily' -n 40 --temp 1 --seed 42";
