@@ -6,12 +6,12 @@
 #include <limits>
 
 #include "base/error.h"
+#include "model/gguf_encode.h"
 
 namespace sq {
 
 namespace {
 
-constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as a little-endian uint32
 constexpr int kMaxArrayDepth = 8;
 constexpr uint32_t kMaxDims = 4;
 
@@ -419,7 +419,7 @@ void GgufFile::parse_all() {
                       bytes_.size());
   }
   uint32_t magic = r.read<uint32_t>("magic");
-  if (magic != kGgufMagic) {
+  if (magic != gguf_encode::kMagic) {
     std::string seen;
     for (int k = 0; k < 4; ++k) {
       char c = static_cast<char>(bytes_[k]);
@@ -597,22 +597,7 @@ const GgufTensorInfo* GgufFile::tensor(std::string_view name) const {
 
 // ---- GgufWriter ---------------------------------------------------------------------------------
 
-namespace {
-
-void put_bytes(std::vector<uint8_t>& out, const void* p, size_t n) {
-  if (n == 0) return;
-  size_t at = out.size();
-  out.resize(at + n);
-  std::memcpy(out.data() + at, p, n);
-}
-template <typename T>
-void put(std::vector<uint8_t>& out, T v) {
-  put_bytes(out, &v, sizeof(T));
-}
-void put_string(std::vector<uint8_t>& out, const std::string& s) {
-  put<uint64_t>(out, s.size());
-  put_bytes(out, s.data(), s.size());
-}
+namespace gguf_encode {
 
 void put_value(std::vector<uint8_t>& out, const GgufValue& v) {
   switch (v.type) {
@@ -640,7 +625,12 @@ void put_value(std::vector<uint8_t>& out, const GgufValue& v) {
   }
 }
 
-}  // namespace
+}  // namespace gguf_encode
+
+using gguf_encode::put;
+using gguf_encode::put_bytes;
+using gguf_encode::put_string;
+using gguf_encode::put_value;
 
 void GgufWriter::set(std::string key, GgufValue value) {
   for (auto& kv : metadata_) {
@@ -698,7 +688,7 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
     alignment = static_cast<uint64_t>(a);
   }
   std::vector<uint8_t> out;
-  put<uint32_t>(out, kGgufMagic);
+  put<uint32_t>(out, gguf_encode::kMagic);
   put<uint32_t>(out, 3);
   put<uint64_t>(out, tensors_.size());
   put<uint64_t>(out, metadata_.size());

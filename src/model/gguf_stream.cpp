@@ -10,55 +10,19 @@
 #include <unordered_set>
 
 #include "base/error.h"
+#include "model/gguf_encode.h"
 
 namespace sq {
 
 namespace {
 
-constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" as a little-endian uint32
 constexpr size_t kMaxDims = 4;
 constexpr size_t kBufferBytes = size_t{4} << 20;
 
-void put_bytes(std::vector<uint8_t>& out, const void* p, size_t n) {
-  if (n == 0) return;
-  const size_t at = out.size();
-  out.resize(at + n);
-  std::memcpy(out.data() + at, p, n);
-}
-template <typename T>
-void put(std::vector<uint8_t>& out, T v) {
-  put_bytes(out, &v, sizeof(T));
-}
-void put_string(std::vector<uint8_t>& out, const std::string& s) {
-  put<uint64_t>(out, s.size());
-  put_bytes(out, s.data(), s.size());
-}
-
-void put_value(std::vector<uint8_t>& out, const GgufValue& v) {
-  switch (v.type) {
-    case GgufType::UINT8: put<uint8_t>(out, static_cast<uint8_t>(v.u)); break;
-    case GgufType::INT8: put<int8_t>(out, static_cast<int8_t>(v.i)); break;
-    case GgufType::UINT16: put<uint16_t>(out, static_cast<uint16_t>(v.u)); break;
-    case GgufType::INT16: put<int16_t>(out, static_cast<int16_t>(v.i)); break;
-    case GgufType::UINT32: put<uint32_t>(out, static_cast<uint32_t>(v.u)); break;
-    case GgufType::INT32: put<int32_t>(out, static_cast<int32_t>(v.i)); break;
-    case GgufType::UINT64: put<uint64_t>(out, v.u); break;
-    case GgufType::INT64: put<int64_t>(out, v.i); break;
-    case GgufType::FLOAT32: put<float>(out, static_cast<float>(v.f)); break;
-    case GgufType::FLOAT64: put<double>(out, v.f); break;
-    case GgufType::BOOL: put<uint8_t>(out, v.u ? 1 : 0); break;
-    case GgufType::STRING: put_string(out, v.str); break;
-    case GgufType::ARRAY:
-      put<uint32_t>(out, static_cast<uint32_t>(v.elem_type));
-      put<uint64_t>(out, v.array_size());
-      if (v.array.empty()) {
-        put_bytes(out, v.packed.data(), v.packed.size());
-      } else {
-        for (const auto& e : v.array) put_value(out, e);
-      }
-      break;
-  }
-}
+using gguf_encode::put;
+using gguf_encode::put_bytes;
+using gguf_encode::put_string;
+using gguf_encode::put_value;
 
 uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
@@ -98,7 +62,7 @@ uint64_t tensor_bytes(const GgufTensorSpec& t) {
 std::vector<uint8_t> gguf_header_bytes(const GgufMetadata& metadata,
                                        const std::vector<GgufTensorLayout>& layout, uint64_t alignment) {
   std::vector<uint8_t> out;
-  put<uint32_t>(out, kGgufMagic);
+  put<uint32_t>(out, gguf_encode::kMagic);
   put<uint32_t>(out, 3);
   put<uint64_t>(out, layout.size());
   put<uint64_t>(out, metadata.size());
