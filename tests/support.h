@@ -1,9 +1,17 @@
 // Helpers shared by the test suites: where ../shared is, and skipping when it is absent.
 #pragma once
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -29,6 +37,79 @@ inline std::string shared_path(const std::string& relative) {
 }
 
 inline std::string binary_path() { return SQUEEZE_BINARY; }
+
+// A fresh directory under the system's temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("squeeze-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  size_t entries() const {
+    return static_cast<size_t>(std::distance(std::filesystem::directory_iterator(path_),
+                                             std::filesystem::directory_iterator()));
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(path_)) {
+      out.push_back(e.path().filename().string());
+    }
+    return out;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Single-quotes a string for the shell.
+inline std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+struct RunResult {
+  int status = -1;  // exit status; -1 when killed by a signal
+  std::string out;
+  std::string err;
+};
+
+// Runs the squeeze binary with `args` (already shell-quoted where needed), capturing both streams.
+inline RunResult squeeze(const std::string& args) {
+  static int counter = 0;
+  const std::string err_path = (std::filesystem::temp_directory_path() /
+                                ("squeeze-test-err-" + std::to_string(::getpid()) + "-" +
+                                 std::to_string(counter++)))
+                                   .string();
+  const std::string cmd = quote(binary_path()) + " " + args + " 2>" + quote(err_path);
+  RunResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::ifstream e(err_path);
+  std::stringstream ss;
+  ss << e.rdbuf();
+  r.err = ss.str();
+  std::filesystem::remove(err_path);
+  return r;
+}
 
 }  // namespace sq::test
 

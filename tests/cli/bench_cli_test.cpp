@@ -19,34 +19,12 @@
 namespace sq {
 namespace {
 
-struct Output {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
+using Output = test::RunResult;
 
-// Runs `squeeze bench ARGS` (arguments already shell-safe); stdout and stderr captured.
-Output bench(const std::string& args) {
-  static int counter = 0;
-  const std::string err_path =
-      fmt::format("{}/squeeze-bench-cli-err-{}-{}", std::filesystem::temp_directory_path().string(),
-                  ::getpid(), counter++);
-  const std::string cmd = fmt::format("'{}' bench {} 2>'{}'", test::binary_path(), args, err_path);
-  Output r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  std::ifstream e(err_path);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.err = ss.str();
-  std::filesystem::remove(err_path);
-  return r;
-}
+// Runs `squeeze bench ARGS` (arguments already shell-safe).
+Output bench(const std::string& args) { return test::squeeze("bench " + args); }
+
+
 
 void expect_one_line_error(const Output& r, const std::string& needle) {
   EXPECT_EQ(r.status, 1) << r.err;

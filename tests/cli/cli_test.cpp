@@ -16,56 +16,14 @@
 namespace sq {
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
+using test::TempDir;
+using test::quote;
+using test::squeeze;
+using Result = test::RunResult;
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') q += "'\\''";
-    else q += c;
-  }
-  return q + "'";
-}
 
-// Runs the squeeze binary with `args` (already quoted where needed); stdout and stderr captured.
-Result squeeze(const std::string& args) {
-  static int counter = 0;
-  const auto dir = std::filesystem::temp_directory_path();
-  const std::string err_path =
-      (dir / ("squeeze-cli-err-" + std::to_string(::getpid()) + "-" + std::to_string(counter++))).string();
-  const std::string cmd = quote(test::binary_path()) + " " + args + " 2>" + quote(err_path);
-  Result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  std::ifstream e(err_path);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.err = ss.str();
-  std::filesystem::remove(err_path);
-  return r;
-}
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() / ("squeeze-cli-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
 
- private:
-  std::filesystem::path path_;
-};
 
 void expect_one_line_error(const Result& r, const std::string& needle) {
   EXPECT_NE(r.status, 0);

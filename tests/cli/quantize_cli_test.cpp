@@ -17,61 +17,14 @@
 namespace sq {
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
+using test::TempDir;
+using test::quote;
+using test::squeeze;
+using Result = test::RunResult;
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') q += "'\\''";
-    else q += c;
-  }
-  return q + "'";
-}
 
-Result squeeze(const std::string& args) {
-  static int counter = 0;
-  const auto dir = std::filesystem::temp_directory_path();
-  const std::string err_path =
-      (dir / ("squeeze-qcli-err-" + std::to_string(::getpid()) + "-" + std::to_string(counter++))).string();
-  const std::string cmd = quote(test::binary_path()) + " " + args + " 2>" + quote(err_path);
-  Result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  std::ifstream e(err_path);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.err = ss.str();
-  std::filesystem::remove(err_path);
-  return r;
-}
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("squeeze-qcli-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  size_t entries() const {
-    return static_cast<size_t>(std::distance(std::filesystem::directory_iterator(path_),
-                                             std::filesystem::directory_iterator()));
-  }
 
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
 
 void expect_one_line_error(const Result& r, const std::string& needle) {
   EXPECT_NE(r.status, 0);

@@ -189,7 +189,11 @@ TEST_P(IsaDotTest, MultiRowBitIdenticalToRef) {
   const GgmlType vt = vec_dot_type(t);
   const WeightKernels& ref = table(Isa::Ref).weight[weight_index(t)];
   const WeightKernels& k = table(isa).weight[weight_index(t)];
-  for (int64_t n : dot_lengths(t)) {
+  // Plus rows longer than the one-token kernels' prepared activations hold (32768 elements), which
+  // take the tiled path.
+  auto lengths = dot_lengths(t);
+  lengths.push_back(type_info(t)->block_elems == 1 ? 4096 : 32768 + 8 * type_info(t)->block_elems);
+  for (int64_t n : lengths) {
     for (int64_t rows : {1, 3, 4, 5, 8, 11}) {
       const size_t rb = row_bytes(t, n);
       const auto w = weight_rows(t, rows, n, static_cast<uint32_t>(n + rows), rows % 2 == 1);

@@ -16,20 +16,8 @@
 namespace sq {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("squeeze-model-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
+using test::TempDir;
 
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
 
 std::vector<int32_t> test_tokens(int n, int vocab) {
   std::vector<int32_t> ids;

@@ -23,25 +23,8 @@
 namespace sq {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("squeeze-quantize-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    for (const auto& e : std::filesystem::directory_iterator(path_)) out.push_back(e.path().filename().string());
-    return out;
-  }
+using test::TempDir;
 
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
 
 QuantTarget target(const std::string& name) {
   auto t = quant_target_from_name(name);
@@ -275,7 +258,7 @@ TEST(QuantizeErrors, BadInputIsRefusedAndLeavesNoFile) {
   synth_model(narrow).write(tmp.file("narrow.gguf"));
   EXPECT_THROW(quantize(tmp.file("narrow.gguf"), out, "Q4_0"), InvalidArgument);
   EXPECT_FALSE(std::filesystem::exists(out));
-  for (const auto& name : tmp.entries()) EXPECT_EQ(name.find(".tmp."), std::string::npos) << name;
+  for (const auto& name : tmp.names()) EXPECT_EQ(name.find(".tmp."), std::string::npos) << name;
 
   // With the flag, through dequantized values.
   const QuantizeSummary sum = quantize(tmp.file("q8.gguf"), out, "Q4_K_M", true);

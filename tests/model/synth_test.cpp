@@ -22,24 +22,8 @@
 namespace sq {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("squeeze-synth-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  size_t entries() const {
-    return static_cast<size_t>(std::distance(std::filesystem::directory_iterator(path_),
-                                             std::filesystem::directory_iterator()));
-  }
+using test::TempDir;
 
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
 
 const GgufValue* meta(const SynthLayout& l, const std::string& key) {
   for (const auto& [k, v] : l.metadata) {
