@@ -121,6 +121,11 @@ int bench_model_cmd(const BenchFlags& f, ThreadPool& pool) {
                r.tg->n_tokens, r.implied_gbps(), r.membw->threads, r.membw->read_gbps,
                r.membw->median_gbps, r.tg->n_tokens, 100.0 * r.membw_fraction());
   }
+  if (r.pp && r.peak) {
+    fmt::print("pp{} computes {:.1f} GOPS of matrix products; the kernels' Q8_0 dot-product peak "
+               "(same run): {:.1f} GOPS; pp{} reaches {:.1f} % of it\n",
+               r.pp->n_tokens, r.pp_gops(), r.peak->peak_gops, r.pp->n_tokens, 100.0 * r.peak_fraction());
+  }
   fmt::print("mean ± sd over {} repetitions after one warm-up\n", r.repetitions);
   return 0;
 }

@@ -128,6 +128,31 @@ uint64_t weight_bytes_per_token(const Model& m) {
   return total;
 }
 
+uint64_t prompt_macs_per_token(const Model& m) {
+  const ModelConfig& c = m.config;
+  uint64_t total = 0;
+  auto add = [&](const TensorView& t, double share) {
+    if (!t.empty()) total += static_cast<uint64_t>(static_cast<double>(t.n_elements()) * share);
+  };
+  const double used = c.n_expert > 0 ? static_cast<double>(c.n_expert_used) / c.n_expert : 1.0;
+  for (const auto& L : m.layers) {
+    for (const TensorView* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down,
+                                &L.ffn_gate_inp}) {
+      add(*t, 1.0);
+    }
+    for (const TensorView* t : {&L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps}) add(*t, used);
+  }
+  return total;
+}
+
+double ModelBenchResult::pp_gops() const {
+  return pp ? 2.0 * static_cast<double>(prompt_macs_per_token) * pp->mean_tps / 1e9 : 0.0;
+}
+
+double ModelBenchResult::peak_fraction() const {
+  return pp && peak && peak->peak_gops > 0 ? pp_gops() / peak->peak_gops : 0.0;
+}
+
 ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBenchOptions& o) {
   check_bench_options(o);
   const ModelConfig& c = model.config;
@@ -141,6 +166,7 @@ ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBe
   r.isa = kernels_isa_name();
   r.repetitions = o.repetitions;
   r.weight_bytes_per_token = weight_bytes_per_token(model);
+  r.prompt_macs_per_token = prompt_macs_per_token(model);
 
   Rng rng(o.seed);
   const std::vector<int32_t> prompt = random_tokens(rng, o.n_prompt, c.n_vocab);
@@ -181,6 +207,7 @@ ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBe
     if (o.n_gen > 0) tg_tps.push_back(o.n_gen / std::max(run_tg(o.n_gen), 1e-9));
   }
   if (o.n_prompt > 0) r.pp = stats_of(o.n_prompt, pp_tps);
+  if (o.measure_peak && o.n_prompt > 0) r.peak = measure_dot_peak(pool);
   if (o.n_gen > 0) r.tg = stats_of(o.n_gen, tg_tps);
 
   if (o.measure_membw) {
@@ -295,6 +322,9 @@ nlohmann::json to_json(const ModelBenchResult& r) {
   j["membw_gbps"] = r.membw ? nlohmann::json(r.membw->read_gbps) : nlohmann::json(nullptr);
   j["membw_fraction"] =
       r.membw && r.tg ? nlohmann::json(r.membw_fraction()) : nlohmann::json(nullptr);
+  j["pp_gops"] = r.pp ? nlohmann::json(r.pp_gops()) : nlohmann::json(nullptr);
+  j["peak_gops"] = r.peak ? nlohmann::json(r.peak->peak_gops) : nlohmann::json(nullptr);
+  j["peak_fraction"] = r.pp && r.peak ? nlohmann::json(r.peak_fraction()) : nlohmann::json(nullptr);
   return j;
 }
 

@@ -23,6 +23,20 @@ namespace sq {
 class Model;
 class ThreadPool;
 
+struct PeakOptions {
+  int64_t row_elems = 4096;  // elements per Q8_0 row; rows x row bytes stay in L1/L2 per thread
+  int32_t rows = 8;
+  double pass_seconds = 0.2;
+  int32_t passes = 3;
+};
+
+struct PeakResult {
+  double peak_gops = 0;  // best pass: 2 x int8 multiply-adds per second, 1e9
+  std::vector<double> pass_gops;
+  int threads = 0;
+  std::string isa;
+};
+
 struct ModelBenchOptions {
   int32_t n_prompt = 512;    // pp tokens; 0 skips pp
   int32_t n_gen = 128;       // tg tokens; 0 skips tg
@@ -30,6 +44,7 @@ struct ModelBenchOptions {
   uint64_t seed = 1234;      // of the random token ids
   bool measure_membw = true; // also measure the memory bandwidth, in the same run
   MemBwOptions membw;
+  bool measure_peak = true;  // also measure the dot-product peak, in the same run
 };
 
 // Throws InvalidArgument naming the flag (-p, -n, -r), the value seen and the range expected.
@@ -54,12 +69,18 @@ struct ModelBenchResult {
   std::optional<SpeedStats> pp;  // absent when -p 0
   std::optional<SpeedStats> tg;  // absent when -n 0
   uint64_t weight_bytes_per_token = 0;
+  uint64_t prompt_macs_per_token = 0;  // multiply-adds of the matrix products a prompt token needs
   std::optional<MemBwResult> membw;
+  std::optional<PeakResult> peak;
 
   // bytes/token x tg tokens/s, in 1e9 bytes/s; 0 without tg.
   double implied_gbps() const;
   // implied_gbps / measured read bandwidth; 0 without tg or membw.
   double membw_fraction() const;
+  // 2 x prompt_macs_per_token x pp tokens/s, in 1e9 operations/s; 0 without pp.
+  double pp_gops() const;
+  // pp_gops / measured dot-product peak; 0 without pp or peak.
+  double peak_fraction() const;
 };
 
 // The bytes of weights one generated token reads: every matrix, norm and bias of the forward
@@ -67,22 +88,12 @@ struct ModelBenchResult {
 // each stacked expert tensor the fraction n_expert_used / n_expert that a token routes to.
 uint64_t weight_bytes_per_token(const Model& model);
 
+// Multiply-adds of the matrix products one prompt token goes through (every layer's matrices, the
+// used fraction of the experts; not the output matrix, which a prompt runs for its last token only).
+uint64_t prompt_macs_per_token(const Model& model);
+
 // Runs the warm-up and the repetitions (pp and tg alternate within each repetition) on `pool`.
 ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBenchOptions& options);
-
-struct PeakOptions {
-  int64_t row_elems = 4096;  // elements per Q8_0 row; rows x row bytes stay in L1/L2 per thread
-  int32_t rows = 8;
-  double pass_seconds = 0.2;
-  int32_t passes = 3;
-};
-
-struct PeakResult {
-  double peak_gops = 0;  // best pass: 2 x int8 multiply-adds per second, 1e9
-  std::vector<double> pass_gops;
-  int threads = 0;
-  std::string isa;
-};
 
 // Times the active kernels' Q8_0 x Q8_0 dot product (kernels::dot_row_q) on cache-resident rows on
 // every thread of the pool: the int8 arithmetic ceiling that prompt processing can be held to.

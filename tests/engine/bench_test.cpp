@@ -155,7 +155,8 @@ TEST_F(BenchTest, JsonHasTheDocumentedKeysAndTypes) {
   EXPECT_EQ(keys, (std::set<std::string>{"model", "threads", "pp", "tg", "weight_bytes_per_token",
                                          "path", "weight_type", "n_params", "file_size", "isa",
                                          "repetitions", "implied_gbps", "membw_gbps",
-                                         "membw_fraction"}));
+                                         "membw_fraction", "pp_gops", "peak_gops",
+                                         "peak_fraction"}));
   EXPECT_TRUE(j["model"].is_string());
   EXPECT_TRUE(j["threads"].is_number_integer());
   EXPECT_TRUE(j["weight_bytes_per_token"].is_number_unsigned());
@@ -170,6 +171,25 @@ TEST_F(BenchTest, JsonHasTheDocumentedKeysAndTypes) {
   EXPECT_EQ(j["pp"]["n_tokens"], 8);
   EXPECT_EQ(j["tg"]["n_tokens"], 4);
   EXPECT_TRUE(j["membw_gbps"].is_null());  // not measured
+  EXPECT_TRUE(j["peak_gops"].is_number());
+  EXPECT_GT(j["peak_fraction"].get<double>(), 0.0);
+}
+
+// The matrix products of a prompt token: every layer matrix, the used share of the experts, not
+// the output matrix.
+TEST_F(BenchTest, PromptMacsCountTheLayerMatrices) {
+  SynthSpec dense;
+  auto model = load_model(write(dense, "macs.gguf"));
+  const auto& c = model->config;
+  const uint64_t attn = static_cast<uint64_t>(c.n_embd) * (2 * c.q_dim() + 2 * c.kv_dim());
+  const uint64_t ffn = 3ull * c.n_embd * c.n_ff;
+  EXPECT_EQ(prompt_macs_per_token(*model), c.n_layer * (attn + ffn));
+  auto moe = load_model(write(moe_spec(), "macs-moe.gguf"));
+  const auto& m = moe->config;
+  const uint64_t moe_attn = static_cast<uint64_t>(m.n_embd) * (2 * m.q_dim() + 2 * m.kv_dim());
+  const uint64_t router = static_cast<uint64_t>(m.n_embd) * m.n_expert;
+  const uint64_t experts = 3ull * m.n_embd * m.n_ff * m.n_expert_used;
+  EXPECT_EQ(prompt_macs_per_token(*moe), m.n_layer * (moe_attn + router + experts));
 }
 
 TEST_F(BenchTest, ZeroTokensSkipsThatPart) {
