@@ -25,7 +25,7 @@ class ThreadPool;
 
 struct PeakOptions {
   int64_t row_elems = 4096;  // elements per Q8_0 row; rows x row bytes stay in L1/L2 per thread
-  int32_t rows = 8;
+  int32_t rows = 16;  // weight rows, and as many tokens
   double pass_seconds = 0.2;
   int32_t passes = 3;
 };
@@ -95,8 +95,9 @@ uint64_t prompt_macs_per_token(const Model& model);
 // Runs the warm-up and the repetitions (pp and tg alternate within each repetition) on `pool`.
 ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBenchOptions& options);
 
-// Times the active kernels' Q8_0 x Q8_0 dot product (kernels::dot_row_q) on cache-resident rows on
-// every thread of the pool: the int8 arithmetic ceiling that prompt processing can be held to.
+// Times the active kernels' Q8_0 x Q8_0 tiled dot product (kernels::dot_tile_q, the kernel of prompt
+// processing: `rows` weight rows times `rows` tokens) on cache-resident data on every thread of the
+// pool: the int8 arithmetic ceiling that prompt processing can be held to.
 PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& options = {});
 
 // The instruction set the kernels run with: "ref", "avx2", "avx512", "avx512vnni".
