@@ -111,6 +111,17 @@ inline RunResult squeeze(const std::string& args) {
   return r;
 }
 
+// A command that failed as a user should see it: non-zero exit (not a signal), nothing on standard
+// output, one line on standard error containing `needle`.
+inline void expect_one_line_error(const RunResult& r, const std::string& needle) {
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.status, -1) << "killed by a signal";
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "expected one line, got: " << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+}
+
 }  // namespace sq::test
 
 // Skips the current test, saying why, when a shared file is missing.

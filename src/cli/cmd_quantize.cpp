@@ -25,26 +25,6 @@ struct QuantizeFlags {
   int32_t threads = 0;
 };
 
-ProgressFn quantize_progress() {
-  const bool tty = ::isatty(STDERR_FILENO) == 1;
-  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
-  auto last_tenth = std::make_shared<int>(0);
-  return [=](uint64_t done, uint64_t total, const std::string& tensor) {
-    if (total == 0) return;
-    const int pct = static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total));
-    if (tty) {
-      const auto now = std::chrono::steady_clock::now();
-      if (done < total && now - *last < std::chrono::milliseconds(200)) return;
-      *last = now;
-      fmt::print(stderr, "\r\033[Ksqueeze: quantize {:3d}% {}", pct, tensor);
-      if (done >= total) fmt::print(stderr, "\r\033[K");
-      std::fflush(stderr);
-    } else if (total >= (uint64_t{64} << 20) && pct / 10 > *last_tenth && done < total) {
-      *last_tenth = pct / 10;
-      fmt::print(stderr, "squeeze: quantize {}% ({})\n", *last_tenth * 10, tensor);
-    }
-  };
-}
 
 int quantize(const QuantizeFlags& f) {
   std::optional<QuantTarget> target = quant_target_from_name(f.type);
@@ -55,7 +35,7 @@ int quantize(const QuantizeFlags& f) {
   QuantizeOptions options;
   options.allow_requantize = f.allow_requantize;
   options.pool = &pool;
-  options.progress = quantize_progress();
+  options.progress = progress_printer("quantize");
   const auto start = std::chrono::steady_clock::now();
   QuantizeSummary s;
   try {

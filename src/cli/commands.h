@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "model/quantize.h"
+
 namespace sq::cli {
 
 using Runner = std::function<int()>;
@@ -29,6 +31,10 @@ void add_model_flags(CLI::App& cmd, ModelFlags& flags);
 
 // --kv-type f16|f32|q8_0, parsed into `type`.
 void add_kv_type_flag(CLI::App& cmd, std::string& type);
+
+// Progress of a long write on stderr: a line rewritten in place on a terminal, a line per tenth
+// otherwise. `verb` names the work ("synth", "quantize").
+ProgressFn progress_printer(const char* verb);
 
 // True when standard output is a terminal.
 bool stdout_is_tty();

@@ -24,16 +24,6 @@ using Output = test::RunResult;
 // Runs `squeeze bench ARGS` (arguments already shell-safe).
 Output bench(const std::string& args) { return test::squeeze("bench " + args); }
 
-
-
-void expect_one_line_error(const Output& r, const std::string& needle) {
-  EXPECT_EQ(r.status, 1) << r.err;
-  EXPECT_TRUE(r.out.empty()) << r.out;
-  ASSERT_FALSE(r.err.empty());
-  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "expected one line, got: " << r.err;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
-}
-
 class BenchCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

@@ -20,20 +20,8 @@ namespace {
 using test::TempDir;
 using test::quote;
 using test::squeeze;
+using test::expect_one_line_error;
 using Result = test::RunResult;
-
-
-
-
-
-void expect_one_line_error(const Result& r, const std::string& needle) {
-  EXPECT_NE(r.status, 0);
-  EXPECT_NE(r.status, -1) << "killed by a signal";
-  EXPECT_TRUE(r.out.empty()) << r.out;
-  ASSERT_FALSE(r.err.empty());
-  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "expected one line, got: " << r.err;
-  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
-}
 
 TEST(CliSynth, CutDownPresetWritesALoadableModel) {
   TempDir dir;
