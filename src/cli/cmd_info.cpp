@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "engine/vocab_loader.h"
+#include "model/blocks.h"
 #include "model/gguf.h"
 
 namespace sq::cli {
@@ -47,7 +48,7 @@ void print_types(const std::vector<TensorView>& tensors) {
   }
   fmt::print("tensor types:\n");
   for (const auto& [name, e] : by_type) {
-    fmt::print("  {:<6} {:>12} weights  {:>11}  {:5.1f} % of tensor bytes\n", name, e.first,
+    fmt::print("  {:<7} {:>12} weights  {:>11}  {:5.1f} % of tensor bytes\n", name, e.first,
                human_bytes(static_cast<double>(e.second)),
                total_bytes ? 100.0 * static_cast<double>(e.second) / static_cast<double>(total_bytes) : 0.0);
   }
@@ -107,20 +108,9 @@ int info(const InfoFlags& f) {
     } catch (const Error& e) {
       fmt::print("weights:        cannot be run: {}\n", e.what());
     }
-    std::map<std::string, std::pair<uint64_t, uint64_t>> by_type;
-    uint64_t total = 0;
-    for (const auto& t : file.tensors()) {
-      auto& e = by_type[type_name(t.type_id)];
-      e.first += t.n_elements;
-      e.second += t.n_bytes;
-      total += t.n_bytes;
-    }
-    fmt::print("tensor types:\n");
-    for (const auto& [name, e] : by_type) {
-      fmt::print("  {:<7} {:>12} weights  {:>11}  {:5.1f} % of tensor bytes\n", name, e.first,
-                 human_bytes(static_cast<double>(e.second)),
-                 total ? 100.0 * static_cast<double>(e.second) / static_cast<double>(total) : 0.0);
-    }
+    std::vector<TensorView> views;
+    for (const auto& t : file.tensors()) views.push_back(tensor_view(t));
+    print_types(views);
   }
   try {
     auto tok = load_tokenizer(file);

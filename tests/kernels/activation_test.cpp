@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "kernel_test_util.h"
+
 #include "base/fp16.h"
 #include "kernels/blocks.h"
 #include "kernels/quant.h"
@@ -17,23 +19,9 @@
 namespace sq::kernels {
 namespace {
 
-const GgmlType kWeightTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,
-                                 GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-                                 GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
-
-std::vector<float> gaussian(int64_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<uint8_t> quantize_weights(GgmlType t, const std::vector<float>& w) {
-  std::vector<uint8_t> q(row_bytes(t, static_cast<int64_t>(w.size())));
-  quantize_row(t, w.data(), q.data(), static_cast<int64_t>(w.size()));
-  return q;
-}
+constexpr auto& kWeightTypes = test::kComputeTypes;
+using test::gaussian;
+using test::quantize_weights;
 
 std::vector<uint8_t> quantize_act(GgmlType vt, const std::vector<float>& x) {
   std::vector<uint8_t> q(row_bytes(vt, static_cast<int64_t>(x.size())));

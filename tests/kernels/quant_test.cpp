@@ -10,28 +10,14 @@
 #include <gtest/gtest.h>
 
 #include "kernels/types.h"
+#include "kernel_test_util.h"
 
 namespace sq::kernels {
 namespace {
 
-const GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,
-                              GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-                              GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
-
-std::vector<float> gaussian(int64_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x) {
-  const auto n = static_cast<int64_t>(x.size());
-  std::vector<uint8_t> q(row_bytes(t, n));
-  quantize_row(t, x.data(), q.data(), n);
-  return q;
-}
+constexpr auto& kAllTypes = test::kComputeTypes;
+using test::gaussian;
+constexpr auto quantize = test::quantize_weights;
 
 std::vector<float> dequantize(GgmlType t, const std::vector<uint8_t>& q, int64_t n) {
   std::vector<float> y(static_cast<size_t>(n));
