@@ -9,6 +9,7 @@ packages=(
   g++ cmake ninja-build pkg-config make
   libpcre2-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libxxhash-dev libssl-dev
+  zlib1g-dev libbz2-dev liblzma-dev libzstd-dev libbrotli-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl ca-certificates
 )

@@ -23,6 +23,12 @@ namespace sq::kernels {
 
 enum class Isa { Ref, Avx2, Avx512, Avx512Vnni };
 
+// The version of the deterministic path: the order of operations of every kernel the forward pass
+// runs (quant.h, attn.h, the ops' own exp/sin/cos). Archives written by `squeeze zip` record it and
+// refuse to decode under another version, since another order would give other probabilities.
+// Bump it with any change that alters a single output bit of any kernel.
+inline constexpr uint32_t kDeterministicPathVersion = 1;
+
 // out[r] = dot_row_q(row r, qx) for r in [0, rows); row r starts at w + r * w_stride.
 using DotRowsFn = void (*)(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,
                            float* out);
