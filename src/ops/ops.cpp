@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "base/detmath.h"
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "kernels/attn.h"
@@ -153,7 +154,10 @@ RopeTable rope_table(int64_t n_tokens, int32_t pos0, const RopeOptions& o) {
   table.sin.resize(table.cos.size());
   std::vector<float> freq(static_cast<size_t>(half));
   for (int32_t i = 0; i < half; ++i) {
-    float f = 1.0f / std::pow(o.freq_base, static_cast<float>(2 * i) / static_cast<float>(o.n_rot));
+    // squeeze's own pow, sin and cos (DESIGN.md, invariant 3): the C library's differ in the last
+    // bit between machines, and the compressor needs the same angles everywhere.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(o.n_rot);
+    float f = 1.0f / static_cast<float>(detmath::pow(o.freq_base, exponent));
     if (!o.freq_factors.empty()) f /= o.freq_factors[static_cast<size_t>(i)];
     freq[static_cast<size_t>(i)] = f;
   }
@@ -161,8 +165,8 @@ RopeTable rope_table(int64_t n_tokens, int32_t pos0, const RopeOptions& o) {
     const float pos = static_cast<float>(pos0 + t) * o.freq_scale;
     for (int32_t i = 0; i < half; ++i) {
       const float theta = pos * freq[static_cast<size_t>(i)];
-      table.cos[static_cast<size_t>(t * half + i)] = std::cos(theta);
-      table.sin[static_cast<size_t>(t * half + i)] = std::sin(theta);
+      table.cos[static_cast<size_t>(t * half + i)] = static_cast<float>(detmath::cos(theta));
+      table.sin[static_cast<size_t>(t * half + i)] = static_cast<float>(detmath::sin(theta));
     }
   }
   return table;

@@ -246,12 +246,14 @@ float Tokenizer::token_score(int32_t id) const {
   return scores_[id];
 }
 
-bool Tokenizer::represents_byte(uint8_t byte) const {
+int32_t Tokenizer::byte_token(uint8_t byte) const {
   const int32_t id = model_ == Model::Spm ? byte_token_[byte] : byte_char_token_[byte];
-  if (id < 0) return false;
+  if (id < 0) return -1;
   const std::string bytes = token_bytes(id);
-  return bytes.size() == 1 && static_cast<uint8_t>(bytes[0]) == byte;
+  return bytes.size() == 1 && static_cast<uint8_t>(bytes[0]) == byte ? id : -1;
 }
+
+bool Tokenizer::represents_byte(uint8_t byte) const { return byte_token(byte) >= 0; }
 
 bool Tokenizer::represents_all_bytes() const {
   for (int b = 0; b < 256; ++b) {
@@ -361,6 +363,15 @@ std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, boo
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special,
                                        bool add_eos) const {
+  return encode_text(text, add_bos, parse_special, add_eos, add_space_prefix_);
+}
+
+std::vector<int32_t> Tokenizer::encode_continuation(std::string_view text) const {
+  return encode_text(text, false, false, false, false);
+}
+
+std::vector<int32_t> Tokenizer::encode_text(std::string_view text, bool add_bos, bool parse_special,
+                                            bool add_eos, bool space_prefix) const {
   if (text.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
     fail<InvalidArgument>("text to tokenize is {} bytes; at most {} bytes can be encoded at once",
                           text.size(), std::numeric_limits<int32_t>::max());
@@ -379,7 +390,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
       const std::string_view piece = text.substr(f.offset, f.length);
       if (model_ == Model::Spm) {
         escaped.clear();
-        if (add_space_prefix_ && after_special) escaped.append(kSpaceMark);
+        if (space_prefix && after_special) escaped.append(kSpaceMark);
         escaped += replace_all(piece, " ", kSpaceMark);
         encode_spm(escaped, out);
       } else {

@@ -80,6 +80,11 @@ class Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special,
                               bool add_eos = false) const;
 
+  // Encodes text that continues a sequence: no BOS, no special-token parsing (user-defined tokens
+  // are still cut out, as in encode), and no prefix space, so that where the text round-trips the
+  // tokens' bytes (token_bytes) concatenate to it exactly. The compressor encodes its input in
+  // pieces this way.
+  std::vector<int32_t> encode_continuation(std::string_view text) const;
   std::string decode(std::span<const int32_t> ids, const DecodeOptions& options = {}) const;
 
   // The bytes this token stands for in the middle of a sequence (control tokens: nothing, unless
@@ -96,6 +101,8 @@ class Tokenizer {
   // byte-level vocabularies lack bytes that never occur in UTF-8 (0xC0, 0xC1, 0xF5..0xFF), and some
   // lack control characters.
   bool represents_byte(uint8_t byte) const;
+  // The token that decodes to exactly this one byte, -1 when there is none.
+  int32_t byte_token(uint8_t byte) const;
   bool represents_all_bytes() const;
 
   int32_t n_vocab() const { return static_cast<int32_t>(tokens_.size()); }
@@ -133,6 +140,8 @@ class Tokenizer {
     size_t offset = 0, length = 0;
   };
   std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
+  std::vector<int32_t> encode_text(std::string_view text, bool add_bos, bool parse_special,
+                                   bool add_eos, bool space_prefix) const;
   void encode_spm(std::string_view text, std::vector<int32_t>& out) const;
   void encode_bpe(std::string_view text, std::vector<int32_t>& out) const;
   void encode_bpe_word(std::string_view word, std::vector<int32_t>& out) const;
