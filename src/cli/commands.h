@@ -21,6 +21,8 @@ Runner add_logits(CLI::App& app);
 Runner add_synth(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_zip(CLI::App& app);
+Runner add_unzip(CLI::App& app);
 Runner add_eval(CLI::App& app);
 
 // Flags shared by the commands that load a model.

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   add(&sq::cli::add_synth);
   add(&sq::cli::add_quantize);
   add(&sq::cli::add_bench);
+  add(&sq::cli::add_zip);
+  add(&sq::cli::add_unzip);
   add(&sq::cli::add_eval);
 
   try {

@@ -5,7 +5,8 @@
 // on every machine; DESIGN.md invariants 2-3): a dot product rounds each product q[i] * k[i] to
 // f32 and adds it to lane i % 16 of sixteen f32 partial sums, in increasing i, then folds the
 // lanes as LaneSum does (quant.h): s[j] += s[j+8], s[j] += s[j+4], s[j] += s[j+2], s[0] + s[1].
-// An accumulation computes out[i] = out[i] + (w * v[i]) element by element (no fused multiply-add).
+// An accumulation computes out[i] = out[i] + (w * v[i]) element by element (no fused multiply-add);
+// over several keys, key by key in increasing order.
 //
 // exp_sub computes x[i] = exp(x[i] - m) with squeeze's own exponential (not the C library's, whose
 // last bit differs between libraries): inputs below -87.33 (and -inf, NaN) give 0, inputs above 88
@@ -27,6 +28,13 @@ struct AttnKernels {
   void (*axpy_f32)(float w, const float* v, float* out, int64_t n);
   void (*axpy_f16)(float w, const uint16_t* v, float* out, int64_t n);
   void (*exp_sub)(float* x, float m, int64_t n);
+  // Many keys at once, each with dot_f16's order: out[p] = dot_f16(q, k + p * stride, n) for p in
+  // [0, n_keys). Saves the call per key, which dominates when heads are small.
+  void (*dots_f16)(const float* q, const uint16_t* k, size_t stride, int64_t n_keys, int64_t n,
+                   float* out);
+  // axpy_f16(w[p], v + p * stride, out, n) for p = 0, 1, .., n_keys - 1, in that order.
+  void (*accum_f16)(const float* w, const uint16_t* v, size_t stride, int64_t n_keys, float* out,
+                    int64_t n);
 };
 
 // The reference exponential of one value, as exp_sub computes it.

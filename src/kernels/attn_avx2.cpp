@@ -98,10 +98,21 @@ void exp_sub_avx2(float* x, float m, int64_t n) {
   for (; i < n; ++i) x[i] = exp_scalar(x[i] - m);
 }
 
+void dots_f16_avx2(const float* q, const uint16_t* k, size_t stride, int64_t n_keys, int64_t n,
+                   float* out) {
+  for (int64_t p = 0; p < n_keys; ++p) out[p] = dot_f16_avx2(q, k + static_cast<size_t>(p) * stride, n);
+}
+
+void accum_f16_avx2(const float* w, const uint16_t* v, size_t stride, int64_t n_keys, float* out,
+                    int64_t n) {
+  for (int64_t p = 0; p < n_keys; ++p) axpy_f16_avx2(w[p], v + static_cast<size_t>(p) * stride, out, n);
+}
+
 }  // namespace
 
 const AttnKernels* attn_kernels_avx2() {
-  static const AttnKernels k{"avx2", dot_f32_avx2, dot_f16_avx2, axpy_f32_avx2, axpy_f16_avx2, exp_sub_avx2};
+  static const AttnKernels k{"avx2", dot_f32_avx2, dot_f16_avx2, axpy_f32_avx2, axpy_f16_avx2, exp_sub_avx2,
+                             dots_f16_avx2, accum_f16_avx2};
   return &k;
 }
 

@@ -32,6 +32,16 @@ void exp_sub_ref(float* x, float m, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = exp_ref(x[i] - m);
 }
 
+void dots_f16_ref(const float* q, const uint16_t* k, size_t stride, int64_t n_keys, int64_t n,
+                   float* out) {
+  for (int64_t p = 0; p < n_keys; ++p) out[p] = dot_f16_ref(q, k + static_cast<size_t>(p) * stride, n);
+}
+
+void accum_f16_ref(const float* w, const uint16_t* v, size_t stride, int64_t n_keys, float* out,
+                    int64_t n) {
+  for (int64_t p = 0; p < n_keys; ++p) axpy_f16_ref(w[p], v + static_cast<size_t>(p) * stride, out, n);
+}
+
 }  // namespace
 
 float exp_ref(float x) {
@@ -60,7 +70,8 @@ float exp_ref(float x) {
 }
 
 const AttnKernels& attn_kernels_ref() {
-  static const AttnKernels k{"ref", dot_f32_ref, dot_f16_ref, axpy_f32_ref, axpy_f16_ref, exp_sub_ref};
+  static const AttnKernels k{"ref", dot_f32_ref, dot_f16_ref, axpy_f32_ref, axpy_f16_ref, exp_sub_ref,
+                             dots_f16_ref, accum_f16_ref};
   return k;
 }
 

@@ -67,32 +67,40 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
       const int64_t first = static_cast<int64_t>(h / group) * hd;
       const float* qh = q + (t * s.n_head + h) * hd;
       const int64_t n_keys = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
-      for (int64_t p = 0; p < n_keys; ++p) {
-        const uint8_t* kr = kv.k + static_cast<size_t>(p) * kv.row_bytes;
-        float dot;
-        if constexpr (T == KvType::F32) {
-          dot = K.dot_f32(qh, reinterpret_cast<const float*>(kr) + first, hd);
-        } else if constexpr (T == KvType::F16) {
-          dot = K.dot_f16(qh, reinterpret_cast<const uint16_t*>(kr) + first, hd);
-        } else {
-          RowReader<T>::read(kr, first, hd, row.data());
-          dot = K.dot_f32(qh, row.data(), hd);
+      if constexpr (T == KvType::F16) {
+        // F16 rows, the default cache: all keys in one kernel call.
+        K.dots_f16(qh, reinterpret_cast<const uint16_t*>(kv.k) + first, kv.row_bytes / 2, n_keys, hd,
+                   scores.data());
+        for (int64_t p = 0; p < n_keys; ++p) scores[static_cast<size_t>(p)] *= scale;
+      } else {
+        for (int64_t p = 0; p < n_keys; ++p) {
+          const uint8_t* kr = kv.k + static_cast<size_t>(p) * kv.row_bytes;
+          float dot;
+          if constexpr (T == KvType::F32) {
+            dot = K.dot_f32(qh, reinterpret_cast<const float*>(kr) + first, hd);
+          } else {
+            RowReader<T>::read(kr, first, hd, row.data());
+            dot = K.dot_f32(qh, row.data(), hd);
+          }
+          scores[static_cast<size_t>(p)] = dot * scale;
         }
-        scores[static_cast<size_t>(p)] = dot * scale;
       }
       softmax(scores.data(), n_keys);
       float* oh = out + (t * s.n_head + h) * hd;
       std::fill(oh, oh + hd, 0.0f);
-      for (int64_t p = 0; p < n_keys; ++p) {
-        const uint8_t* vr = kv.v + static_cast<size_t>(p) * kv.row_bytes;
-        const float w = scores[static_cast<size_t>(p)];
-        if constexpr (T == KvType::F32) {
-          K.axpy_f32(w, reinterpret_cast<const float*>(vr) + first, oh, hd);
-        } else if constexpr (T == KvType::F16) {
-          K.axpy_f16(w, reinterpret_cast<const uint16_t*>(vr) + first, oh, hd);
-        } else {
-          RowReader<T>::read(vr, first, hd, row.data());
-          K.axpy_f32(w, row.data(), oh, hd);
+      if constexpr (T == KvType::F16) {
+        K.accum_f16(scores.data(), reinterpret_cast<const uint16_t*>(kv.v) + first, kv.row_bytes / 2,
+                    n_keys, oh, hd);
+      } else {
+        for (int64_t p = 0; p < n_keys; ++p) {
+          const uint8_t* vr = kv.v + static_cast<size_t>(p) * kv.row_bytes;
+          const float w = scores[static_cast<size_t>(p)];
+          if constexpr (T == KvType::F32) {
+            K.axpy_f32(w, reinterpret_cast<const float*>(vr) + first, oh, hd);
+          } else {
+            RowReader<T>::read(vr, first, hd, row.data());
+            K.axpy_f32(w, row.data(), oh, hd);
+          }
         }
       }
     }

@@ -57,6 +57,44 @@ TEST(AttnKernels, EveryVariantMatchesReferenceBitForBit) {
   }
 }
 
+// The many-key kernels against the reference, with rows in a strided cache and zero products of
+// both signs (a lane that only ever saw -0 must stay -0, as in the scalar order).
+TEST(AttnKernels, ManyKeysMatchReferenceBitForBit) {
+  const AttnKernels& ref = attn_kernels_ref();
+  auto variants = available();
+  if (variants.empty()) GTEST_SKIP() << "this CPU has no SIMD variant of the attention kernels";
+  Rng rng(13);
+  for (int64_t n : {1, 8, 15, 16, 17, 64, 100}) {
+    for (int64_t n_keys : {1, 3, 40}) {
+      const auto stride = static_cast<size_t>(n + 5);
+      std::vector<float> q(static_cast<size_t>(n)), w(static_cast<size_t>(n_keys)), out0(q.size());
+      std::vector<uint16_t> rows(stride * static_cast<size_t>(n_keys));
+      for (float& x : q) x = rng.next_u64() % 4 == 0 ? -0.0f : static_cast<float>(rng.next_double() * 4 - 2);
+      for (uint16_t& h : rows) {
+        h = rng.next_u64() % 4 == 0 ? uint16_t{0x8000} : f32_to_fp16(static_cast<float>(rng.next_double() * 4 - 2));
+      }
+      for (float& x : w) x = static_cast<float>(rng.next_double());
+      for (float& x : out0) x = rng.next_u64() % 3 == 0 ? -0.0f : static_cast<float>(rng.next_double() - 0.5);
+      std::vector<float> want(static_cast<size_t>(n_keys)), got(want.size());
+      ref.dots_f16(q.data(), rows.data(), stride, n_keys, n, want.data());
+      for (int64_t p = 0; p < n_keys; ++p) {
+        const float one = ref.dot_f16(q.data(), rows.data() + static_cast<size_t>(p) * stride, n);
+        ASSERT_EQ(0, std::memcmp(&one, &want[static_cast<size_t>(p)], 4));
+      }
+      auto acc_want = out0;
+      ref.accum_f16(w.data(), rows.data(), stride, n_keys, acc_want.data(), n);
+      for (const AttnKernels* v : variants) {
+        SCOPED_TRACE(std::string(v->isa) + " n=" + std::to_string(n) + " keys=" + std::to_string(n_keys));
+        v->dots_f16(q.data(), rows.data(), stride, n_keys, n, got.data());
+        EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
+        auto acc = out0;
+        v->accum_f16(w.data(), rows.data(), stride, n_keys, acc.data(), n);
+        EXPECT_EQ(0, std::memcmp(acc_want.data(), acc.data(), acc.size() * 4));
+      }
+    }
+  }
+}
+
 TEST(AttnKernels, ExponentialIsAccurateAndIdenticalEverywhere) {
   std::vector<float> x;
   for (float v = -100.0f; v <= 100.0f; v += 0.0137f) x.push_back(v);
