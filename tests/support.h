@@ -88,13 +88,15 @@ struct RunResult {
 };
 
 // Runs the squeeze binary with `args` (already shell-quoted where needed), capturing both streams.
-inline RunResult squeeze(const std::string& args) {
+// `env` (e.g. "SQUEEZE_ISA=ref") is put before the command.
+inline RunResult squeeze(const std::string& args, const std::string& env = "") {
   static int counter = 0;
   const std::string err_path = (std::filesystem::temp_directory_path() /
                                 ("squeeze-test-err-" + std::to_string(::getpid()) + "-" +
                                  std::to_string(counter++)))
                                    .string();
-  const std::string cmd = quote(binary_path()) + " " + args + " 2>" + quote(err_path);
+  const std::string cmd =
+      (env.empty() ? "" : env + " ") + quote(binary_path()) + " " + args + " 2>" + quote(err_path);
   RunResult r;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return r;

@@ -53,6 +53,20 @@ void put_varint(std::string& out, uint64_t v) {
 
 uint64_t xxh3(std::string_view bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
+// XXH3-64 of the chunk table followed by the coded data (everything after the header but the
+// checksum itself): damage anywhere is found before decoding starts.
+uint64_t body_checksum(std::string_view archive, size_t table_begin, size_t table_end,
+                       size_t payload_begin) {
+  XXH3_state_t* state = XXH3_createState();
+  if (state == nullptr) throw std::bad_alloc();
+  XXH3_64bits_reset(state);
+  XXH3_64bits_update(state, archive.data() + table_begin, table_end - table_begin);
+  XXH3_64bits_update(state, archive.data() + payload_begin, archive.size() - payload_begin);
+  const uint64_t h = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return h;
+}
+
 class Reader {
  public:
   Reader(std::string_view bytes, const char* what) : bytes_(bytes), what_(what) {}
@@ -247,6 +261,8 @@ Symbols symbolize(const Coder& c, std::string_view input, ThreadPool& pool) {
 
 struct Chunk {
   size_t sym_begin = 0, sym_end = 0;
+  std::vector<int32_t> syms;  // the chunk's symbols (its head may be re-tokenized, see add_prefix_spaces)
+  bool prefix_space = false;  // the first token carries a space that is not in the text
   uint64_t byte_begin = 0, byte_end = 0;
   std::string payload;  // coded bytes, or the original bytes when stored
   bool stored = false;
@@ -255,31 +271,93 @@ struct Chunk {
   uint64_t n_tokens = 0;
 };
 
+// Chunks of at most `per_chunk` tokens. A chunk ends at the start of a line where one begins in its
+// second half: the next chunk then starts where text starts, which the model predicts better than
+// the middle of a sentence.
 std::vector<Chunk> cut_chunks(const Coder& c, const Symbols& s, int32_t positions) {
   const int32_t per_chunk = c.tokens_per_chunk(positions);
+  auto bytes_of = [&](int32_t sym) -> const std::string* {
+    return sym >= 0 ? &c.piece[static_cast<size_t>(sym)] : nullptr;
+  };
+  auto length_of = [&](int32_t sym) -> uint64_t {
+    return sym >= 0 ? c.piece[static_cast<size_t>(sym)].size() : s.raws[static_cast<size_t>(~sym)].second;
+  };
   std::vector<Chunk> chunks;
-  Chunk cur;
-  int32_t tokens = 0;
-  uint64_t at = 0;
-  for (size_t i = 0; i < s.syms.size(); ++i) {
-    const int32_t sym = s.syms[i];
-    at += sym >= 0 ? c.piece[static_cast<size_t>(sym)].size() : s.raws[static_cast<size_t>(~sym)].second;
-    if (sym >= 0 && ++tokens == per_chunk) {
-      cur.sym_end = i + 1;
-      cur.byte_end = at;
-      chunks.push_back(cur);
-      cur = Chunk{};
-      cur.sym_begin = i + 1;
-      cur.byte_begin = at;
-      tokens = 0;
+  size_t begin = 0;
+  uint64_t begin_byte = 0;
+  while (begin < s.syms.size()) {
+    int32_t tokens = 0;
+    uint64_t at = begin_byte;
+    size_t end = s.syms.size(), line_end = 0;
+    uint64_t end_byte = 0, line_end_byte = 0;
+    for (size_t i = begin; i < s.syms.size(); ++i) {
+      const int32_t sym = s.syms[i];
+      at += length_of(sym);
+      if (sym < 0) continue;
+      ++tokens;
+      const std::string* p = bytes_of(sym);
+      const std::string* next = i + 1 < s.syms.size() ? bytes_of(s.syms[i + 1]) : nullptr;
+      if (tokens >= per_chunk / 2 && !p->empty() && p->back() == '\n' && next != nullptr &&
+          !next->empty() && (*next)[0] != '\n') {
+        line_end = i + 1;
+        line_end_byte = at;
+      }
+      if (tokens == per_chunk) {
+        end = i + 1;
+        end_byte = at;
+        break;
+      }
     }
-  }
-  if (cur.sym_begin < s.syms.size()) {
-    cur.sym_end = s.syms.size();
-    cur.byte_end = at;
-    chunks.push_back(cur);
+    if (end == s.syms.size()) {
+      end_byte = at;
+    } else if (line_end > 0) {
+      end = line_end;
+      end_byte = line_end_byte;
+    }
+    Chunk ch;
+    ch.sym_begin = begin;
+    ch.sym_end = end;
+    ch.syms.assign(s.syms.begin() + static_cast<std::ptrdiff_t>(begin),
+                   s.syms.begin() + static_cast<std::ptrdiff_t>(end));
+    ch.byte_begin = begin_byte;
+    ch.byte_end = end_byte;
+    chunks.push_back(ch);
+    begin = end;
+    begin_byte = end_byte;
   }
   return chunks;
+}
+
+// SentencePiece models saw every text start as "▁Word" after BOS (the encoder's prefix space);
+// a chunk that starts with "Word" would begin with tokens the model rarely saw there. Where the
+// vocabulary adds a prefix space, the first line of each chunk is tokenized again with a space in
+// front, kept only if it still round-trips and fits the chunk; the decoder drops that one space.
+void add_prefix_spaces(const Coder& c, std::string_view input, std::vector<Chunk>& chunks,
+                       int32_t positions) {
+  if (c.tok->model() != Tokenizer::Model::Spm || !c.tok->add_space_prefix()) return;
+  const int32_t per_chunk = c.tokens_per_chunk(positions);
+  for (Chunk& ch : chunks) {
+    size_t head = 0;
+    uint64_t head_bytes = 0;
+    while (head < ch.syms.size() && ch.syms[head] >= 0) {
+      const std::string& p = c.piece[static_cast<size_t>(ch.syms[head])];
+      head_bytes += p.size();
+      ++head;
+      if (!p.empty() && p.back() == '\n') break;
+    }
+    if (head == 0 || input[ch.byte_begin] == ' ') continue;
+    std::string text(1, ' ');
+    text.append(input.substr(ch.byte_begin, head_bytes));
+    Symbols redone;
+    if (!add_if_exact(c, text, redone) || redone.syms.empty()) continue;
+    int32_t tokens = 0;
+    for (int32_t sym : ch.syms) tokens += sym >= 0 ? 1 : 0;
+    const auto grow = static_cast<int32_t>(redone.syms.size()) - static_cast<int32_t>(head);
+    if (tokens + grow > per_chunk) continue;
+    ch.syms.erase(ch.syms.begin(), ch.syms.begin() + static_cast<std::ptrdiff_t>(head));
+    ch.syms.insert(ch.syms.begin(), redone.syms.begin(), redone.syms.end());
+    ch.prefix_space = true;
+  }
 }
 
 // One coding thread's model state.
@@ -311,8 +389,8 @@ void encode_chunk(Worker& w, std::string_view input, const Symbols& s, Chunk& ch
   // The model's context: the start token, then every token of the chunk.
   std::vector<int32_t> ctx;
   if (c.start_token >= 0) ctx.push_back(c.start_token);
-  for (size_t i = chunk.sym_begin; i < chunk.sym_end; ++i) {
-    if (s.syms[i] >= 0) ctx.push_back(s.syms[i]);
+  for (int32_t sym : chunk.syms) {
+    if (sym >= 0) ctx.push_back(sym);
   }
   w.kv.clear();
   w.table_pos = -2;
@@ -335,10 +413,9 @@ void encode_chunk(Worker& w, std::string_view input, const Symbols& s, Chunk& ch
   RangeEncoder enc;
   const int64_t offset = c.start_token >= 0 ? 0 : -1;  // context position before token 0
   int64_t coded = 0;
-  for (size_t i = chunk.sym_begin; i < chunk.sym_end; ++i) {
+  for (const int32_t sym : chunk.syms) {
     const int64_t pos = offset + coded;
     w.build(pos, logits_at(pos));
-    const int32_t sym = s.syms[i];
     if (sym >= 0) {
       enc.encode(w.table.cum(sym), w.table.freq(sym), w.table.total());
       chunk.model_bits += w.table.model_bits(sym);
@@ -358,6 +435,7 @@ void encode_chunk(Worker& w, std::string_view input, const Symbols& s, Chunk& ch
   if (chunk.payload.size() >= original.size()) {
     chunk.payload.assign(original);
     chunk.stored = true;
+    chunk.prefix_space = false;
   }
 }
 
@@ -368,7 +446,7 @@ void encode_chunk(Worker& w, std::string_view input, const Symbols& s, Chunk& ch
 
 // Decompresses one chunk of `length` bytes into `out`.
 void decode_chunk(Worker& w, uint64_t index, std::string_view payload, uint64_t length,
-                  int32_t positions, char* out) {
+                  int32_t positions, bool prefix_space, char* out) {
   const Coder& c = w.c;
   w.kv.clear();
   w.table_pos = -2;
@@ -392,6 +470,7 @@ void decode_chunk(Worker& w, uint64_t index, std::string_view payload, uint64_t 
       if (!dec.decode_bits(16, len)) corrupt_chunk(index, "a bad escape length");
       ++len;
       if (len > length - produced) corrupt_chunk(index, "an escape longer than the chunk");
+      if (prefix_space) corrupt_chunk(index, "an escape where a prefixed token was announced");
       for (uint32_t k = 0; k < len; ++k) {
         uint32_t b = 0;
         if (!dec.decode_bits(8, b)) corrupt_chunk(index, "a bad escaped byte");
@@ -399,8 +478,14 @@ void decode_chunk(Worker& w, uint64_t index, std::string_view payload, uint64_t 
       }
       continue;
     }
-    const std::string& p = c.piece[static_cast<size_t>(sym)];
+    std::string_view p = c.piece[static_cast<size_t>(sym)];
     if (p.empty()) corrupt_chunk(index, "a token that stands for no bytes");
+    if (prefix_space) {  // the first symbol: a token whose leading space is not in the text (it
+                         // may be the space alone; every later token adds at least one byte)
+      if (p[0] != ' ') corrupt_chunk(index, "no prefix space where one was announced");
+      p.remove_prefix(1);
+      prefix_space = false;
+    }
     if (p.size() > length - produced) corrupt_chunk(index, "more bytes than the chunk holds");
     std::memcpy(out + produced, p.data(), p.size());
     produced += p.size();
@@ -452,7 +537,7 @@ struct Header {
   SqzInfo info;
   struct Entry {
     uint64_t length = 0, payload = 0, checksum = 0;
-    bool stored = false;
+    bool stored = false, prefix_space = false;
   };
   std::vector<Entry> chunks;
   size_t payload_offset = 0;
@@ -494,8 +579,8 @@ Header parse(std::string_view archive) {
   if (info.n_chunks > info.original_bytes || (info.original_bytes > 0 && info.n_chunks == 0)) {
     fail<FormatError>(".sqz archive claims {} chunks for {} bytes", info.n_chunks, info.original_bytes);
   }
-  // Each table entry takes at least 10 bytes: a cheap bound before allocating.
-  if (info.n_chunks > (archive.size() - r.pos()) / 10) {
+  // Each table entry takes at least 6 bytes: a cheap bound before allocating.
+  if (info.n_chunks > (archive.size() - r.pos()) / 6) {
     fail<FormatError>("truncated .sqz archive: {} chunks announced, the file is {} bytes",
                       info.n_chunks, archive.size());
   }
@@ -506,22 +591,23 @@ Header parse(std::string_view archive) {
   for (auto& e : h.chunks) {
     e.length = t.varint();
     const uint64_t p = t.varint();
-    e.payload = p >> 1;
+    e.payload = p >> 2;
     e.stored = (p & 1) != 0;
-    e.checksum = t.uint(8);
+    e.prefix_space = (p & 2) != 0;
+    e.checksum = t.uint(4);
     if (e.length == 0 || e.length > info.original_bytes - sum_length) {
       fail<FormatError>("damaged .sqz archive: chunk lengths do not add up to the original size");
     }
-    if (e.stored && e.payload != e.length) fail<FormatError>("damaged .sqz archive: a stored chunk's size is wrong");
+    if (e.stored && (e.payload != e.length || e.prefix_space)) {
+      fail<FormatError>("damaged .sqz archive: a stored chunk's entry is inconsistent");
+    }
     sum_length += e.length;
     if (e.payload > archive.size()) fail<FormatError>("damaged .sqz archive: a chunk is larger than the file");
     sum_payload += e.payload;
   }
   const size_t table_end = table_begin + t.pos();
   Reader tail(archive.substr(table_end), "chunk table");
-  if (tail.uint(8) != xxh3(archive.substr(table_begin, table_end - table_begin))) {
-    fail<FormatError>("damaged .sqz archive: the chunk table's checksum does not match its contents");
-  }
+  const uint64_t body_sum = tail.uint(8);
   if (sum_length != info.original_bytes) {
     fail<FormatError>("damaged .sqz archive: chunks hold {} bytes, the header says {}", sum_length,
                       info.original_bytes);
@@ -531,6 +617,10 @@ Header parse(std::string_view archive) {
     fail<FormatError>("{} .sqz archive: the chunks need {} bytes of data after the table, the file has {}",
                       sum_payload > archive.size() - h.payload_offset ? "truncated" : "damaged",
                       sum_payload, archive.size() - h.payload_offset);
+  }
+  if (body_sum != body_checksum(archive, table_begin, table_end, h.payload_offset)) {
+    fail<FormatError>("damaged .sqz archive: the checksum of the chunk table and the coded data does "
+                      "not match them");
   }
   return h;
 }
@@ -606,6 +696,7 @@ std::string zip(const Engine& engine, std::string_view input, const ZipOptions& 
     symbols = symbolize(c, input, pool);
   }
   chunks = cut_chunks(c, symbols, positions);
+  add_prefix_spaces(c, input, chunks, positions);
   std::vector<uint64_t> sizes;
   for (const Chunk& ch : chunks) sizes.push_back(ch.byte_end - ch.byte_begin);
   run_workers(c, n_threads, positions, chunks.size(),
@@ -630,12 +721,16 @@ std::string zip(const Engine& engine, std::string_view input, const ZipOptions& 
   const size_t table_begin = out.size();
   for (const Chunk& ch : chunks) {
     put_varint(out, ch.byte_end - ch.byte_begin);
-    put_varint(out, (static_cast<uint64_t>(ch.payload.size()) << 1) | (ch.stored ? 1 : 0));
-    put_u64(out, ch.checksum);
+    put_varint(out, (static_cast<uint64_t>(ch.payload.size()) << 2) | (ch.prefix_space ? 2 : 0) |
+                        (ch.stored ? 1 : 0));
+    put_u32(out, static_cast<uint32_t>(ch.checksum));
   }
-  put_u64(out, xxh3(std::string_view(out).substr(table_begin)));
+  const size_t table_end = out.size();
+  put_u64(out, 0);  // the body's checksum, filled in below
   const size_t payload_begin = out.size();
   for (const Chunk& ch : chunks) out += ch.payload;
+  const uint64_t body = body_checksum(out, table_begin, table_end, payload_begin);
+  for (int i = 0; i < 8; ++i) out[table_end + static_cast<size_t>(i)] = static_cast<char>(body >> (8 * i));
 
   if (stats != nullptr) {
     *stats = ZipStats{};
@@ -693,9 +788,9 @@ std::string unzip(const Engine& engine, std::string_view archive, const UnzipOpt
                 if (e.stored) {
                   std::memcpy(dst, payload.data(), payload.size());
                 } else {
-                  decode_chunk(w, i, payload, e.length, info.chunk_tokens, dst);
+                  decode_chunk(w, i, payload, e.length, info.chunk_tokens, e.prefix_space, dst);
                 }
-                if (xxh3(std::string_view(dst, e.length)) != e.checksum) {
+                if ((xxh3(std::string_view(dst, e.length)) & 0xFFFFFFFF) != e.checksum) {
                   corrupt_chunk(i, "its checksum does not match");
                 }
               },
