@@ -187,9 +187,6 @@ TEST(EvalCli, SqzReportsTheArchive) {
   const std::string in = head_file(dir, valid, "v.txt", 16384);
   Result r = squeeze("eval --json --no-baselines --sqz -m " + quote(model) + " " + quote(in) +
                      " -c 256 -t 2");
-  if (r.status != 0 && r.err.find("no zip yet") != std::string::npos) {
-    GTEST_SKIP() << "squeeze zip is not in this build yet";
-  }
   ASSERT_EQ(r.status, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   const auto& m = j["files"][0]["models"][0];
