@@ -4,6 +4,7 @@
 #include "codec/sqz.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -178,9 +179,14 @@ TEST(Sqz, CodeLengthIsCloseToTheModelsCrossEntropy) {
   zip(*e, data, o, &st);  // round trips are checked elsewhere; this is about size
   const double payload_bits = 8.0 * static_cast<double>(st.payload_bytes);
   EXPECT_GT(payload_bits, st.model_bits);
-  // The range coder's flush is at most a byte or two per chunk.
-  EXPECT_LT(payload_bits, st.model_bits * 1.005 + 16.0 * static_cast<double>(st.n_chunks))
+  // Issue 4: for 100 kB and more, the coded data is within 0.5 % of the cross-entropy (the range
+  // coder's flush, a byte or less per chunk, included).
+  EXPECT_LT(payload_bits, st.model_bits * 1.005)
       << "payload " << st.payload_bytes << " bytes, model " << st.model_bits / 8 << " bytes";
+  std::printf("payload %llu bytes, model %.1f bytes (+%.3f %%), archive %llu bytes, %llu chunks\n",
+              static_cast<unsigned long long>(st.payload_bytes), st.model_bits / 8,
+              100.0 * (payload_bits / st.model_bits - 1), static_cast<unsigned long long>(st.archive_bytes),
+              static_cast<unsigned long long>(st.n_chunks));
   EXPECT_EQ(st.escaped_bytes, 0u);
   EXPECT_EQ(st.stored_chunks, 0u);
   // And it compresses: TinyStories text under 1.5 bits per byte with the model it trained.
