@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <span>
 
 #include "base/error.h"
@@ -72,6 +73,11 @@ struct WindowSeq {
   int32_t row_lo = 0;        // rows [row_lo, row_hi) predict scored tokens
   int32_t row_hi = 0;
   bool uniform_first = false;  // the window scores token 0 without any context (no BOS)
+  uint64_t begin = 0;          // text index of seq[bos ? 1 : 0]
+  bool bos = false;
+
+  // The text index of the token at seq[j] (j > 0, or j >= 0 without BOS).
+  size_t text_index(int32_t j) const { return static_cast<size_t>(begin + static_cast<uint64_t>(j - (bos ? 1 : 0))); }
 };
 
 WindowSeq build_window(std::span<const int32_t> tokens, const Window& w, const WindowPlan& plan,
@@ -84,9 +90,31 @@ WindowSeq build_window(std::span<const int32_t> tokens, const Window& w, const W
   // Token t sits at seq index t - begin + b and is predicted by the row before it.
   const auto first = static_cast<int32_t>(w.score_from - w.begin) + b;
   ws.uniform_first = first == 0;
+  ws.begin = w.begin;
+  ws.bos = plan.bos;
   ws.row_lo = std::max(first, 1) - 1;
   ws.row_hi = static_cast<int32_t>(ws.seq.size()) - 1;
   return ws;
+}
+
+// Runs fn(window, state, pool) for every window. With at least as many windows as threads, the
+// windows are split over the threads, each with its own model state (make_state()) and a pool of
+// one: small models gain most, since a forward pass of a few hundred tokens is too little work to
+// share. Otherwise one window at a time, the whole pool inside each forward pass. The figures do
+// not depend on which: the kernels are batch- and thread-invariant, and callers store results by
+// text position and add them up in text order.
+template <typename MakeState, typename Fn>
+void for_each_window(size_t n_windows, ThreadPool& pool, MakeState make_state, Fn fn) {
+  if (pool.size() > 1 && n_windows >= static_cast<size_t>(pool.size())) {
+    pool.parallel_for(static_cast<int64_t>(n_windows), [&](int64_t a, int64_t b) {
+      ThreadPool inner(1);
+      auto state = make_state();
+      for (int64_t i = a; i < b; ++i) fn(static_cast<size_t>(i), *state, inner);
+    });
+  } else {
+    auto state = make_state();
+    for (size_t i = 0; i < n_windows; ++i) fn(i, *state, pool);
+  }
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -190,32 +218,36 @@ ScoreResult score_text(const Engine& engine, std::string_view text, const ScoreO
   const auto t0 = std::chrono::steady_clock::now();
   const int32_t n_vocab = model.config.n_vocab;
   const int32_t rows = max_rows(model, r.plan.window);
-  WindowRunner runner(model, r.plan, options.kv_type, rows);
-  std::vector<double> row_bits(static_cast<size_t>(rows));
-  for (const Window& w : windows) {
+  std::vector<double> token_bits(tokens.size(), 0.0);  // by text position
+  struct State {
+    WindowRunner runner;
+  };
+  auto make_state = [&] { return std::make_unique<State>(State{WindowRunner(model, r.plan, options.kv_type, rows)}); };
+  for_each_window(windows.size(), pool, make_state, [&](size_t wi, State& st, ThreadPool& inner) {
+    const Window& w = windows[wi];
     const WindowSeq ws = build_window(tokens, w, r.plan, tok.bos());
-    if (ws.uniform_first) r.bits += std::log2(static_cast<double>(n_vocab));
-    runner.start();
+    if (ws.uniform_first) token_bits[ws.text_index(0)] = std::log2(static_cast<double>(n_vocab));
+    st.runner.start();
     const auto len = static_cast<int32_t>(ws.seq.size());
-    r.n_evaluated += static_cast<uint64_t>(len);
     for (int32_t pos0 = 0; pos0 < len; pos0 += rows) {
       const int32_t n = std::min(rows, len - pos0);
       const int32_t lo = std::max(ws.row_lo, pos0), hi = std::min(ws.row_hi, pos0 + n);
-      std::span<const float> logits = runner.run(ws.seq, pos0, n, lo < hi, pool);
+      std::span<const float> logits = st.runner.run(ws.seq, pos0, n, lo < hi, inner);
       if (lo >= hi) continue;
-      pool.parallel_for(hi - lo, [&](int64_t a, int64_t b) {
+      inner.parallel_for(hi - lo, [&](int64_t a, int64_t b) {
         for (int64_t i = a; i < b; ++i) {
           const auto row = static_cast<int32_t>(lo + i);
           const float* l = logits.data() + static_cast<size_t>(row - pos0) * n_vocab;
           const int32_t target = ws.seq[static_cast<size_t>(row) + 1];
           const double logp = static_cast<double>(l[target]) - log_sum_exp(l, n_vocab);
-          row_bits[static_cast<size_t>(i)] = -logp / kLn2;
+          token_bits[ws.text_index(row + 1)] = -logp / kLn2;
         }
       });
-      // Summed in text order, so the total does not depend on the thread count.
-      for (int32_t i = 0; i < hi - lo; ++i) r.bits += row_bits[static_cast<size_t>(i)];
     }
-  }
+  });
+  for (const Window& w : windows) r.n_evaluated += (w.end - w.begin) + (r.plan.bos ? 1 : 0);
+  // Summed in text order, so the total does not depend on how the work was split.
+  for (double b : token_bits) r.bits += b;
   r.seconds = seconds_since(t0);
   return r;
 }
@@ -303,62 +335,70 @@ KlResult compare_models(const Engine& base, const Engine& other, std::string_vie
   const auto t0 = std::chrono::steady_clock::now();
   const int32_t n_vocab = base.model().config.n_vocab;
   const int32_t rows = max_rows(base.model(), plan.window);
-  WindowRunner ra(base.model(), plan, options.kv_type, rows);
-  WindowRunner rb(other.model(), plan, options.kv_type, rows);
-  struct RowOut {
-    double kl, bits_a, bits_b;
-    bool agree;
+  // By text position; without BOS token 0 has no position that predicts it.
+  std::vector<double> kl(tokens.size(), 0.0), bits_a(tokens.size(), 0.0), bits_b(tokens.size(), 0.0);
+  std::vector<uint8_t> agree(tokens.size(), 0);
+  struct State {
+    WindowRunner a, b;
   };
-  std::vector<RowOut> out(static_cast<size_t>(rows));
-  r.kl.reserve(tokens.size());
-  for (const Window& w : windows) {
-    const WindowSeq ws = build_window(tokens, w, plan, tok.bos());
-    if (ws.uniform_first) {
-      r.base.bits += std::log2(static_cast<double>(n_vocab));
-      r.other.bits += std::log2(static_cast<double>(n_vocab));
-    }
-    ra.start();
-    rb.start();
+  auto make_state = [&] {
+    return std::make_unique<State>(State{WindowRunner(base.model(), plan, options.kv_type, rows),
+                                         WindowRunner(other.model(), plan, options.kv_type, rows)});
+  };
+  // Tokens no position predicts (without BOS: the first window's first, or every one at -c 1).
+  std::vector<uint8_t> uniform(tokens.size(), 0);
+  for_each_window(windows.size(), pool, make_state, [&](size_t wi, State& st, ThreadPool& inner) {
+    const WindowSeq ws = build_window(tokens, windows[wi], plan, tok.bos());
+    if (ws.uniform_first) uniform[ws.text_index(0)] = 1;
+    st.a.start();
+    st.b.start();
     const auto len = static_cast<int32_t>(ws.seq.size());
     for (int32_t pos0 = 0; pos0 < len; pos0 += rows) {
       const int32_t n = std::min(rows, len - pos0);
       const int32_t lo = std::max(ws.row_lo, pos0), hi = std::min(ws.row_hi, pos0 + n);
-      std::span<const float> la = ra.run(ws.seq, pos0, n, lo < hi, pool);
-      std::span<const float> lb = rb.run(ws.seq, pos0, n, lo < hi, pool);
+      std::span<const float> la = st.a.run(ws.seq, pos0, n, lo < hi, inner);
+      std::span<const float> lb = st.b.run(ws.seq, pos0, n, lo < hi, inner);
       if (lo >= hi) continue;
-      pool.parallel_for(hi - lo, [&](int64_t a, int64_t b) {
+      inner.parallel_for(hi - lo, [&](int64_t a, int64_t b) {
         for (int64_t i = a; i < b; ++i) {
           const auto row = static_cast<int32_t>(lo + i);
           const size_t off = static_cast<size_t>(row - pos0) * n_vocab;
           const float* pa = la.data() + off;
           const float* pb = lb.data() + off;
           const double za = log_sum_exp(pa, n_vocab), zb = log_sum_exp(pb, n_vocab);
-          double kl = 0;
+          double d = 0;
           for (int32_t v = 0; v < n_vocab; ++v) {
             const double lpa = static_cast<double>(pa[v]) - za;
             const double lpb = static_cast<double>(pb[v]) - zb;
-            kl += std::exp(lpa) * (lpa - lpb);
+            d += std::exp(lpa) * (lpa - lpb);
           }
           const int32_t target = ws.seq[static_cast<size_t>(row) + 1];
-          RowOut& o = out[static_cast<size_t>(i)];
+          const size_t t = ws.text_index(row + 1);
           // KL is never negative; a rounding residue below zero is reported as 0.
-          o.kl = std::max(kl, 0.0);
-          o.bits_a = -(static_cast<double>(pa[target]) - za) / kLn2;
-          o.bits_b = -(static_cast<double>(pb[target]) - zb) / kLn2;
-          o.agree = argmax(pa, n_vocab) == argmax(pb, n_vocab);
+          kl[t] = std::max(d, 0.0);
+          bits_a[t] = -(static_cast<double>(pa[target]) - za) / kLn2;
+          bits_b[t] = -(static_cast<double>(pb[target]) - zb) / kLn2;
+          agree[t] = argmax(pa, n_vocab) == argmax(pb, n_vocab) ? 1 : 0;
         }
       });
-      for (int32_t i = 0; i < hi - lo; ++i) {
-        const RowOut& o = out[static_cast<size_t>(i)];
-        r.kl.push_back(o.kl);
-        r.base.bits += o.bits_a;
-        r.other.bits += o.bits_b;
-        r.top1_agree += o.agree ? 1 : 0;
-      }
     }
-    r.base.n_evaluated += static_cast<uint64_t>(len);
-    r.other.n_evaluated += static_cast<uint64_t>(len);
+  });
+  const double uniform_bits = std::log2(static_cast<double>(n_vocab));
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    if (uniform[t]) {
+      r.base.bits += uniform_bits;
+      r.other.bits += uniform_bits;
+      continue;
+    }
+    r.kl.push_back(kl[t]);
+    r.base.bits += bits_a[t];
+    r.other.bits += bits_b[t];
+    r.top1_agree += agree[t];
   }
+  for (const Window& w : windows) {
+    r.base.n_evaluated += (w.end - w.begin) + (plan.bos ? 1 : 0);
+  }
+  r.other.n_evaluated = r.base.n_evaluated;
   r.base.seconds = r.other.seconds = seconds_since(t0);
   r.base.n_windows = r.other.n_windows = windows.size();
   r.stats = summarize_kl(r.kl, r.top1_agree);

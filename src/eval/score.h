@@ -70,9 +70,9 @@ struct ScoreResult {
   uint64_t n_tokens = 0;     // tokens of the text, every one scored
   uint64_t n_evaluated = 0;  // positions run through the model: BOS and re-read context included
   uint64_t n_windows = 0;
-  // -sum log2 p(token | context) over the text's tokens. Without BOS the first token has no
-  // context to be predicted from; it is charged log2(n_vocab) bits (a uniform guess), what a coder
-  // would pay for it.
+  // -sum log2 p(token | context) over the text's tokens. Without BOS a window's first token has
+  // no context to be predicted from (the text's first token; every token with a window of 1); it
+  // is charged log2(n_vocab) bits (a uniform guess), what a coder would pay for it.
   double bits = 0;
   double seconds = 0;        // the model's work (forward passes and log-softmax)
   bool round_trips = true;   // decode(encode(text)) == text
@@ -115,7 +115,7 @@ struct KlResult {
 void check_same_tokenizer(const Engine& a, const Engine& b);
 
 // KL(A || B) of the next-token distributions at every position that predicts a token of `text`
-// (all but the first when there is no BOS), on the windows `options` gives (planned for A, and
+// (without BOS, not the tokens charged a uniform guess), on the windows `options` gives (planned for A, and
 // checked against B's context), and top-1 agreement. Refuses different tokenizers.
 KlResult compare_models(const Engine& base, const Engine& other, std::string_view text,
                         const ScoreOptions& options, ThreadPool& pool);

@@ -265,10 +265,19 @@ TEST(EvalScore, FirstTokenWithoutBosCostsAUniformGuess) {
   ScoreResult r = score_text(*engine, text, o, pool);
   EXPECT_FALSE(r.plan.bos);
   EXPECT_NEAR(r.bits, expected, 1e-9 * expected);
-  // Window 1 holds one token: every token a uniform guess.
+  ThreadPool two(2);
+  EXPECT_EQ(score_text(*engine, text, o, two).bits, r.bits) << "windows split over threads";
+  KlResult kl = compare_models(*engine, *engine, text, o, two);
+  EXPECT_EQ(kl.stats.n_positions, ids.size() - 1) << "token 0 has no predicting position";
+  EXPECT_EQ(kl.base.bits, r.bits);
+  // Window 1 holds one token: every token a uniform guess, no KL position at all.
   o.window = 1;
   r = score_text(*engine, text, o, pool);
   EXPECT_NEAR(r.bits, static_cast<double>(ids.size()) * std::log2(300.0), 1e-9);
+  EXPECT_EQ(score_text(*engine, text, o, two).bits, r.bits);
+  kl = compare_models(*engine, *engine, text, o, two);
+  EXPECT_EQ(kl.stats.n_positions, 0u);
+  EXPECT_NEAR(kl.base.bits, r.bits, 1e-9);
 }
 
 TEST(EvalKl, SummaryUsesNearestRankPercentiles) {
