@@ -94,17 +94,21 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, T
   // of rows and tokens sized to stay in the L2 cache. Each output element follows dot_row_q's
   // operations exactly whatever the split or the tile it falls in (DESIGN.md, invariant 2).
   constexpr int64_t kRowGrain = 16;    // a multiple of every kernel's tile height
-  constexpr int64_t kRowBlock = 64;    // rows of weights revisited for each token block
   constexpr int64_t kTokenBlock = 64;  // tokens whose activations stay cached across a row block
   const size_t w_stride = w.row_size();
+  // Rows of weights revisited for each token block: as many as stay in a core's L2 cache, since
+  // the tiled kernels prepare each token's activations once per call (per block of rows).
+  constexpr size_t kRowBlockBytes = 256 * 1024;
+  const int64_t row_block =
+      std::max<int64_t>(kRowGrain, static_cast<int64_t>(kRowBlockBytes / w_stride) / kRowGrain * kRowGrain);
   pool.parallel_for(
       n_out,
       [&](int64_t r0, int64_t r1) {
         if (n_tokens == 1) {
           kernels::dot_rows_q(w.type, w.row(r0), w_stride, r1 - r0, qx, n_in, out + r0);
         } else {
-          for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
-            const int64_t rows = std::min(kRowBlock, r1 - rb);
+          for (int64_t rb = r0; rb < r1; rb += row_block) {
+            const int64_t rows = std::min(row_block, r1 - rb);
             for (int64_t tb = 0; tb < n_tokens; tb += kTokenBlock) {
               const int64_t tokens = std::min(kTokenBlock, n_tokens - tb);
               kernels::dot_tile_q(w.type, w.row(rb), w_stride, rows,

@@ -216,9 +216,15 @@ TEST_P(IsaDotTest, TiledBitIdenticalToRef) {
   const WeightKernels& ref = table(Isa::Ref).weight[weight_index(t)];
   const WeightKernels& k = table(isa).weight[weight_index(t)];
   const auto lengths = dot_lengths(t);
-  for (int64_t n : {lengths[1], lengths[lengths.size() / 2], lengths.back()}) {
+  std::vector<int64_t> tile_lengths = {lengths[1], lengths[lengths.size() / 2], lengths.back()};
+  if (type_info(t)->block_elems == 32) {
+    // A partial group of sixteen blocks, and rows long enough that only two tokens' prepared
+    // activations fit the kernels' buffer at a time.
+    tile_lengths.insert(tile_lengths.end(), {544, 2048 + 96, 32768 + 96});
+  }
+  for (int64_t n : tile_lengths) {
     for (int64_t rows : {1, 4, 7, 9}) {
-      for (int64_t tokens : {1, 2, 4, 5, 11}) {
+      for (int64_t tokens : {1, 2, 4, 5, 11, 17}) {
         const size_t rb = row_bytes(t, n);
         const size_t xb = row_bytes(vt, n);
         const auto w = weight_rows(t, rows, n, static_cast<uint32_t>(n + 13 * rows), tokens % 2 == 0);
