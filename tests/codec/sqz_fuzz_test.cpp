@@ -95,7 +95,7 @@ TEST(SqzFuzz, GarbageCodedDataWithValidChecksumsIsAnError) {
   UnzipOptions uo;
   uo.n_threads = 1;
   int errors = 0, same = 0;
-  for (int trial = 0; trial < 200; ++trial) {
+  for (int trial = 0; trial < 100; ++trial) {
     std::string a = good;
     const int flips = 1 + static_cast<int>(rng.next_u64() % 4);
     for (int f = 0; f < flips; ++f) {
@@ -111,7 +111,7 @@ TEST(SqzFuzz, GarbageCodedDataWithValidChecksumsIsAnError) {
       ++errors;
     }
   }
-  EXPECT_GT(errors, 160) << same << " garbled archives decoded to the original";
+  EXPECT_GT(errors, 80) << same << " garbled archives decoded to the original";
 }
 
 TEST(SqzFuzz, RandomHeadersAndTablesAreErrors) {
@@ -123,7 +123,7 @@ TEST(SqzFuzz, RandomHeadersAndTablesAreErrors) {
   const std::string good = zip(*e, "One day, a cat sat on a mat. It was a sunny day.", o);
   const Layout l = layout(good);
   Rng rng(4);
-  for (int trial = 0; trial < 1000; ++trial) {
+  for (int trial = 0; trial < 400; ++trial) {
     std::string a = good;
     // Damage the header fields or the table, then make the checksums agree.
     const size_t at = 4 + rng.next_u64() % (l.table_end - 4);
