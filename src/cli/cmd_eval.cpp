@@ -93,7 +93,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& args) {
   for (const std::string& arg : args) {
     std::error_code ec;
     const fs::file_status st = fs::status(arg, ec);
-    if (!fs::exists(st)) fail<IoError>("{}: does not exist", arg);
+    if (st.type() == fs::file_type::not_found) fail<IoError>("{}: does not exist", arg);
+    if (ec) fail<IoError>("{}: cannot be read: {}", arg, ec.message());
     if (fs::is_regular_file(st)) {
       out.push_back(arg);
       continue;
@@ -193,9 +194,13 @@ std::string model_label(const Engine& e) {
 nlohmann::json model_json(const Engine& e) {
   const Model& m = e.model();
   const Tokenizer& t = e.require_tokenizer();
-  return {{"label", model_label(e)}, {"name", utf8::sanitize(m.name)},         {"path", utf8::sanitize(m.path)},
-          {"arch", m.config.arch},  {"format", m.format},
-          {"params", m.n_params()}, {"n_vocab", m.config.n_vocab},
+  return {{"label", model_label(e)},
+          {"name", utf8::sanitize(m.name)},
+          {"path", utf8::sanitize(m.path)},
+          {"arch", m.config.arch},
+          {"format", m.format},
+          {"params", m.n_params()},
+          {"n_vocab", m.config.n_vocab},
           {"n_ctx_train", m.config.n_ctx_train},
           {"tokenizer", std::string(t.kind())}};
 }

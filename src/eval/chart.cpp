@@ -61,8 +61,8 @@ std::string render_svg(const BarChart& chart) {
     }
   }
   if (vmax <= 0) vmax = 1;
-  const double step = tick_step(vmax * 1.08);
-  const double top = std::ceil(vmax * 1.08 / step) * step;
+  const double step = tick_step(vmax * 1.15);
+  const double top = std::ceil(vmax * 1.15 / step) * step;  // room for the values above the bars
 
   // Geometry, in pixels.
   const double bar_w = 22, bar_gap = 4, group_gap = 36;

@@ -77,7 +77,9 @@ struct WindowSeq {
   bool bos = false;
 
   // The text index of the token at seq[j] (j > 0, or j >= 0 without BOS).
-  size_t text_index(int32_t j) const { return static_cast<size_t>(begin + static_cast<uint64_t>(j - (bos ? 1 : 0))); }
+  size_t text_index(int32_t j) const {
+    return static_cast<size_t>(begin + static_cast<uint64_t>(j - (bos ? 1 : 0)));
+  }
 };
 
 WindowSeq build_window(std::span<const int32_t> tokens, const Window& w, const WindowPlan& plan,
@@ -139,8 +141,12 @@ WindowPlan plan_windows(const Engine& engine, const ScoreOptions& options) {
   const Tokenizer& tok = engine.require_tokenizer();
   WindowPlan p;
   p.bos = tok.add_bos_default() && tok.bos() >= 0;
-  if (options.window < 0) fail<InvalidArgument>("-c is {}; expected a positive window length", options.window);
-  if (options.stride < 0) fail<InvalidArgument>("--stride is {}; expected a positive stride", options.stride);
+  if (options.window < 0) {
+    fail<InvalidArgument>("-c is {}; expected a positive window length", options.window);
+  }
+  if (options.stride < 0) {
+    fail<InvalidArgument>("--stride is {}; expected a positive stride", options.stride);
+  }
   p.window = options.window > 0 ? options.window : default_context(model);
   const int32_t min_window = p.bos ? 2 : 1;
   if (p.window < min_window) {
@@ -222,7 +228,9 @@ ScoreResult score_text(const Engine& engine, std::string_view text, const ScoreO
   struct State {
     WindowRunner runner;
   };
-  auto make_state = [&] { return std::make_unique<State>(State{WindowRunner(model, r.plan, options.kv_type, rows)}); };
+  auto make_state = [&] {
+    return std::make_unique<State>(State{WindowRunner(model, r.plan, options.kv_type, rows)});
+  };
   for_each_window(windows.size(), pool, make_state, [&](size_t wi, State& st, ThreadPool& inner) {
     const Window& w = windows[wi];
     const WindowSeq ws = build_window(tokens, w, r.plan, tok.bos());
