@@ -205,7 +205,8 @@ double ScoreResult::bits_per_char() const { return ratio(bits, text.chars); }
 double ScoreResult::bits_per_token() const { return ratio(bits, n_tokens); }
 double ScoreResult::perplexity() const { return std::exp2(bits_per_token()); }
 double ScoreResult::tokens_per_second() const {
-  return seconds > 0 ? static_cast<double>(n_tokens) / seconds : std::numeric_limits<double>::quiet_NaN();
+  if (n_tokens == 0 || seconds <= 0) return std::numeric_limits<double>::quiet_NaN();
+  return static_cast<double>(n_tokens) / seconds;
 }
 
 ScoreResult score_text(const Engine& engine, std::string_view text, const ScoreOptions& options,

@@ -83,7 +83,7 @@ struct ScoreResult {
   double bits_per_char() const;
   double bits_per_token() const;
   double perplexity() const;         // 2^bits_per_token
-  double tokens_per_second() const;  // text tokens scored per second of model work
+  double tokens_per_second() const;  // text tokens scored per second of model work (NaN: none)
 };
 
 // Tokenizes and scores `text` with the engine's model. Throws InvalidArgument when the model has

@@ -179,6 +179,61 @@ TEST(EvalCli, BadInputIsOneClearLine) {
   }
 }
 
+// An empty file has no figures (null in JSON, "-" in the table); text the tokenizer does not give
+// back exactly is still scored, with a warning.
+TEST(EvalCli, EmptyFileAndTextThatDoesNotRoundTrip) {
+  SQ_REQUIRE_SHARED(model, kStories);
+  TempDir dir;
+  const std::string empty = dir.file("empty.txt");
+  write_file_atomic(empty, "", 0);
+  const std::string odd = dir.file("odd.txt");
+  const std::string text = "The cat\xE2\x96\x81sat. Then it \xff ran.";
+  write_file_atomic(odd, text.data(), text.size());
+  Result r = squeeze("eval --json -m " + quote(model) + " " + quote(empty) + " " + quote(odd) + " -c 64");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  const auto& e = j["files"][0];
+  EXPECT_EQ(e["bytes"], 0);
+  EXPECT_TRUE(e["models"][0]["bits_per_byte"].is_null());
+  EXPECT_EQ(e["models"][0]["tokens"], 0);
+  for (const auto& b : e["baselines"]) {
+    EXPECT_TRUE(b["bits_per_byte"].is_null());
+    EXPECT_GT(b["bytes"].get<int>(), 0);
+  }
+  const auto& o = j["files"][1];
+  EXPECT_EQ(o["invalid_utf8_bytes"], 1);
+  EXPECT_EQ(o["models"][0]["round_trips"], false);
+  EXPECT_GT(o["models"][0]["bits_per_byte"].get<double>(), 0.0);
+  EXPECT_NE(r.err.find("warning"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("odd.txt"), std::string::npos) << r.err;
+  Result table = squeeze("eval --no-baselines -m " + quote(model) + " " + quote(empty) + " -c 64");
+  ASSERT_EQ(table.status, 0) << table.err;
+  EXPECT_NE(table.out.find(" - |"), std::string::npos) << table.out;
+  EXPECT_EQ(table.out.find("nan"), std::string::npos) << table.out;
+}
+
+// With several files --kl-base adds a row over all of them.
+TEST(EvalCli, KlOverSeveralFiles) {
+  SQ_REQUIRE_SHARED(model, kStories);
+  SQ_REQUIRE_SHARED(valid, kValid);
+  TempDir dir;
+  const std::string a = head_file(dir, valid, "a.txt", 1500);
+  const std::string b = head_file(dir, valid, "b.txt", 1000);
+  Result r = squeeze("eval --json --kl-base " + quote(model) + " -m " + quote(model) + " " + quote(a) +
+                     " " + quote(b) + " -c 64");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["files"].size(), 2u);
+  const uint64_t n = j["files"][0]["kl"][0]["positions"].get<uint64_t>() +
+                     j["files"][1]["kl"][0]["positions"].get<uint64_t>();
+  EXPECT_EQ(j["overall"][0]["positions"].get<uint64_t>(), n);
+  EXPECT_EQ(j["overall"][0]["top1_agreement"].get<double>(), 1.0);
+  Result table = squeeze("eval --kl-base " + quote(model) + " -m " + quote(model) + " " + quote(a) + " " +
+                         quote(b) + " -c 64");
+  ASSERT_EQ(table.status, 0) << table.err;
+  EXPECT_NE(table.out.find("(all files)"), std::string::npos) << table.out;
+}
+
 // --sqz sets the real archive beside the model's cross-entropy under the same chunking.
 TEST(EvalCli, SqzReportsTheArchive) {
   SQ_REQUIRE_SHARED(model, kStories);
