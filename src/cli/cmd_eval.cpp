@@ -185,10 +185,10 @@ void print_markdown(const std::vector<std::string>& header, const std::vector<bo
   for (const auto& r : rows) emit(r);
 }
 
-// How a model is named in tables and charts: its file's stem, which tells apart files that share a
-// general.name (many GGUF files are just "llama").
+// How a model is named in tables and charts: its file name, which tells apart files that share a
+// general.name (many GGUF files are just "llama") and a checkpoint from its GGUF conversion.
 std::string model_label(const Engine& e) {
-  return utf8::sanitize(std::filesystem::path(e.model().path).stem().string());
+  return utf8::sanitize(std::filesystem::path(e.model().path).filename().string());
 }
 
 nlohmann::json model_json(const Engine& e) {
@@ -293,10 +293,15 @@ void print_bpb_table(const std::vector<FileRow>& files,
   }
   print_markdown(header, numeric, rows);
   if (!files.empty() && !files[0].models.empty()) {
-    const eval::WindowPlan& p = files[0].models[0].score.plan;
-    fmt::print("\nmodels: window {} positions{}, stride {}; size ~ is the cross-entropy in bytes (what "
-               "an ideal coder would reach)\n",
-               p.window, p.bos ? " (BOS first)" : "", p.stride);
+    std::string windows;
+    for (const ModelRow& m : files[0].models) {
+      const eval::WindowPlan& p = m.score.plan;
+      windows += fmt::format("{}{}: window {} positions{}, stride {}", windows.empty() ? "" : "; ",
+                             model_label(*engines[m.model]), p.window, p.bos ? " (BOS first)" : "",
+                             p.stride);
+    }
+    fmt::print("\n{}\nsize ~: the model's cross-entropy in bytes (what an ideal coder would reach)\n",
+               windows);
   }
   if (sqz) {
     fmt::print("sqz: the real archive, chunks of the window's length, tok/s of zip; vs model: the "

@@ -45,7 +45,7 @@ TEST(EvalCli, TableHasEveryCompressorAndTheModel) {
   ASSERT_EQ(r.status, 0) << r.err;
   for (const char* s : {"gzip -9", "bzip2 -9", "xz -9", "zstd -19", "brotli -11", "stories260K",
                         "valid-8k.txt", "bits/byte", "bits/char", "bits/token", "ppl", "tok/s",
-                        "window 128"}) {
+                        "window 128 positions"}) {
     EXPECT_NE(r.out.find(s), std::string::npos) << s << " in\n" << r.out;
   }
   EXPECT_TRUE(r.err.empty()) << r.err;
@@ -83,7 +83,7 @@ TEST(EvalCli, JsonParsesAndAgreesWithItself) {
   for (const auto& b : f["baselines"]) {
     EXPECT_LT(m["bits_per_byte"].get<double>(), b["bits_per_byte"].get<double>()) << b["name"];
   }
-  EXPECT_EQ(j["models"][0]["label"], "stories260K");
+  EXPECT_EQ(j["models"][0]["label"], "stories260K.gguf");
 }
 
 TEST(EvalCli, SvgHasOneBarPerFileAndCompressor) {
