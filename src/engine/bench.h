@@ -24,8 +24,10 @@ class Model;
 class ThreadPool;
 
 struct PeakOptions {
-  int64_t row_elems = 4096;  // elements per Q8_0 row; rows x row bytes stay in L1/L2 per thread
-  int32_t rows = 16;  // weight rows, and as many tokens
+  int64_t row_elems = 4096;  // elements per Q8_0 row; rows x row bytes stay in L2 per thread
+  // Weight rows, and as many tokens: the token block of ops::matmul, so that the per-call work of
+  // the tiled kernel (preparing each token's activations) weighs as it does in prompt processing.
+  int32_t rows = 64;
   double pass_seconds = 0.2;
   int32_t passes = 3;
 };
