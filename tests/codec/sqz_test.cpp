@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -115,6 +117,9 @@ struct CorpusCase {
   std::string model;
   std::string file;
 };
+
+// How CTest's names show a case: the file, not its bytes.
+void PrintTo(const CorpusCase& c, std::ostream* os) { *os << c.file; }
 
 std::vector<CorpusCase> corpus_cases() {
   std::vector<CorpusCase> cases;
