@@ -67,14 +67,19 @@ void reseal(std::string& a) {
   XXH3_freeState(st);
 }
 
-TEST(SqzFuzz, ResealedArchiveStillDecodes) {
-  SQ_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
-  auto e = Engine::load({model, ""});
+// Several chunks of 24 positions, so that the table and chunk boundaries are in play.
+std::string small_zip(const Engine& e, const std::string& text) {
   ZipOptions o;
   o.chunk_tokens = 24;
   o.n_threads = 1;
+  return zip(e, text, o);
+}
+
+TEST(SqzFuzz, ResealedArchiveStillDecodes) {
+  SQ_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
+  auto e = Engine::load({model, ""});
   const std::string text = "Lily and Ben went to the park. They saw a big dog.\nThe dog was happy.";
-  std::string a = zip(*e, text, o);
+  std::string a = small_zip(*e, text);
   const std::string before = a;
   reseal(a);
   ASSERT_EQ(a, before) << "the test's idea of the layout disagrees with the writer";
@@ -84,11 +89,8 @@ TEST(SqzFuzz, ResealedArchiveStillDecodes) {
 TEST(SqzFuzz, GarbageCodedDataWithValidChecksumsIsAnError) {
   SQ_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
   auto e = Engine::load({model, ""});
-  ZipOptions o;
-  o.chunk_tokens = 24;
-  o.n_threads = 1;
   const std::string text = "Lily and Ben went to the park. They saw a big dog.\nThe dog was happy. \xff end";
-  const std::string good = zip(*e, text, o);
+  const std::string good = small_zip(*e, text);
   const Layout l = layout(good);
   ASSERT_LT(l.payload_begin, good.size());
   Rng rng(99);
@@ -117,10 +119,7 @@ TEST(SqzFuzz, GarbageCodedDataWithValidChecksumsIsAnError) {
 TEST(SqzFuzz, RandomHeadersAndTablesAreErrors) {
   SQ_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
   auto e = Engine::load({model, ""});
-  ZipOptions o;
-  o.chunk_tokens = 24;
-  o.n_threads = 1;
-  const std::string good = zip(*e, "One day, a cat sat on a mat. It was a sunny day.", o);
+  const std::string good = small_zip(*e, "One day, a cat sat on a mat. It was a sunny day.");
   const Layout l = layout(good);
   Rng rng(4);
   for (int trial = 0; trial < 400; ++trial) {
