@@ -16,7 +16,8 @@ void FreqTable::build(const float* logits, int32_t n_vocab, bool escape) {
   for (size_t i = 0; i < n; ++i) {
     if (logits[i] > m) m = logits[i];  // NaN never compares greater
   }
-  logits_.assign(logits, logits + n);
+  logits_ = logits;
+  n_vocab_ = n_vocab;
   p_.assign(logits, logits + n);
   if (std::isfinite(m)) {
     for (float& x : p_) {
@@ -26,7 +27,7 @@ void FreqTable::build(const float* logits, int32_t n_vocab, bool escape) {
   } else {
     // No usable logit (all -inf or NaN): a uniform distribution.
     std::fill(p_.begin(), p_.end(), 1.0f);
-    std::fill(logits_.begin(), logits_.end(), 0.0f);
+    logits_ = nullptr;
     m = 0;
   }
   max_ = m;
@@ -74,6 +75,7 @@ int32_t FreqTable::find(uint64_t value) const {
 double FreqTable::model_bits(int32_t token) const {
   // log2(sum_j e^(l_j - m)) - (l_token - m) * log2(e): the log-sum-exp form, exact even when
   // p[token] underflows.
+  if (logits_ == nullptr) return std::log2(static_cast<double>(n_vocab_));
   const double d = static_cast<double>(logits_[static_cast<size_t>(token)]) - static_cast<double>(max_);
   return log2_sum_ - d * 1.4426950408889634;
 }

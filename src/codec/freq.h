@@ -35,13 +35,15 @@ class FreqTable {
   // The symbol whose interval holds `value` (< total()).
   int32_t find(uint64_t value) const;
   // -log2 of the model's probability of `token` under the exact softmax of the logits given to
-  // build() (not the integer frequencies): what an ideal coder would spend.
+  // build() (not the integer frequencies): what an ideal coder would spend. Reads those logits
+  // again: call it before the caller's buffer changes.
   double model_bits(int32_t token) const;
 
  private:
   std::vector<uint64_t> cum_{0};
   std::vector<float> p_;
-  std::vector<float> logits_;
+  const float* logits_ = nullptr;  // the caller's; nullptr when no logit was usable (uniform)
+  int32_t n_vocab_ = 0;
   float max_ = 0;
   double log2_sum_ = 0;
 };

@@ -260,7 +260,6 @@ Symbols symbolize(const Coder& c, std::string_view input, ThreadPool& pool) {
 // ---- chunks ---------------------------------------------------------------------------------------
 
 struct Chunk {
-  size_t sym_begin = 0, sym_end = 0;
   std::vector<int32_t> syms;  // the chunk's symbols (its head may be re-tokenized, see add_prefix_spaces)
   bool prefix_space = false;  // the first token carries a space that is not in the text
   uint64_t byte_begin = 0, byte_end = 0;
@@ -315,8 +314,6 @@ std::vector<Chunk> cut_chunks(const Coder& c, const Symbols& s, int32_t position
       end_byte = line_end_byte;
     }
     Chunk ch;
-    ch.sym_begin = begin;
-    ch.sym_end = end;
     ch.syms.assign(s.syms.begin() + static_cast<std::ptrdiff_t>(begin),
                    s.syms.begin() + static_cast<std::ptrdiff_t>(end));
     ch.byte_begin = begin_byte;
