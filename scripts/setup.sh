@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config make
   libpcre2-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
-  libxxhash-dev libssl-dev
+  libxxhash-dev libssl-dev libcpp-httplib-dev
   zlib1g-dev libbz2-dev liblzma-dev libzstd-dev libbrotli-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl ca-certificates
@@ -64,14 +64,28 @@ if ((${#missing[@]} > 0)); then
 fi
 
 # --- npm -------------------------------------------------------------------------------------
-# No npm packages are needed yet. When the web page gains a build step, its package-lock.json goes
-# at the repository root and this installs exactly what it pins:
-#   if package-lock.json exists, npm ci
+# The tests hold squeeze against real clients: the reference Jinja renderer (@huggingface/jinja)
+# and the official OpenAI JavaScript client. package-lock.json at the repository root pins them;
+# npm ci installs exactly that. Node.js comes from Debian when the machine has none (a Node.js that
+# is already installed, from Debian or elsewhere, is used as it is).
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ -f "$repo_root/package-lock.json" ]]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "setup.sh: package-lock.json is present but npm is not installed (apt-get install npm)." >&2
-    exit 1
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "setup.sh: Node.js and npm are needed for the client tests; install them (node >= 18)." >&2
+      exit 1
+    fi
+    sudo_cmd=()
+    if [[ $(id -u) -ne 0 ]]; then
+      command -v sudo >/dev/null 2>&1 && sudo_cmd=(sudo)
+    fi
+    echo "setup.sh: installing nodejs npm" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo_cmd[@]}" apt-get update -qq
+    if ! "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends nodejs npm; then
+      echo "setup.sh: could not install nodejs and npm with apt-get." >&2
+      exit 1
+    fi
   fi
   # Reinstalls only when the lock file is newer than what node_modules was built from.
   if [[ ! -f "$repo_root/node_modules/.package-lock.json" ||

@@ -24,6 +24,9 @@ Runner add_bench(CLI::App& app);
 Runner add_zip(CLI::App& app);
 Runner add_unzip(CLI::App& app);
 Runner add_eval(CLI::App& app);
+Runner add_template(CLI::App& app);
+Runner add_serve(CLI::App& app);
+Runner add_chat(CLI::App& app);
 
 // Flags shared by the commands that load a model.
 struct ModelFlags {

@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
   add(&sq::cli::add_zip);
   add(&sq::cli::add_unzip);
   add(&sq::cli::add_eval);
+  add(&sq::cli::add_template);
+  add(&sq::cli::add_serve);
+  add(&sq::cli::add_chat);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,51 @@
+// Chat templates: turning a list of messages into the prompt text a model was trained on. A model
+// ships its own template as Jinja source in tokenizer.chat_template; squeeze renders it with its
+// own interpreter of the Jinja subset that real templates use. A few common formats are built in
+// for models without one.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sq {
+
+struct ChatRenderOptions {
+  bool add_generation_prompt = true;
+  std::string bos_token;  // what the template sees as bos_token / eos_token
+  std::string eos_token;
+  nlohmann::json tools;           // null: no tools variable
+  nlohmann::json extra_context;   // object: more variables (enable_thinking, ...), or null
+};
+
+class ChatTemplate {
+ public:
+  // Parses Jinja source. Throws FormatError naming the line and column of a syntax error.
+  static ChatTemplate parse(std::string source);
+  // A built-in format: chatml, llama2, llama3, mistral, gemma, zephyr. Throws InvalidArgument
+  // naming the known ones for any other name.
+  static ChatTemplate builtin(std::string_view name);
+  static std::vector<std::string> builtin_names();
+
+  // Renders `messages` (an array of {"role", "content", ...} objects). Throws InvalidArgument for
+  // a raise_exception() in the template (with its message) or a runtime error in the template
+  // (what failed, where).
+  std::string render(const nlohmann::json& messages, const ChatRenderOptions& options) const;
+
+  const std::string& source() const { return source_; }
+
+  ChatTemplate(ChatTemplate&&) noexcept;
+  ChatTemplate& operator=(ChatTemplate&&) noexcept;
+  ~ChatTemplate();
+
+ private:
+  struct Program;
+  ChatTemplate(std::string source, std::shared_ptr<const Program> program);
+  std::string source_;
+  std::shared_ptr<const Program> program_;
+};
+
+}  // namespace sq
