@@ -14,6 +14,8 @@ namespace sq {
 class GgufFile;
 class KvCache;
 class Model;
+class PagedKvCache;
+struct BatchSlice;
 class ThreadPool;
 
 class Architecture {
@@ -26,6 +28,11 @@ class Architecture {
   virtual void forward(const Model& model, std::span<const int32_t> tokens, int32_t pos0,
                        KvCache& kv, ThreadPool& pool, std::span<float> logits,
                        bool all_logits) const = 0;
+  // Model::forward_batch. The default runs the shared decoder (run_decoder_batch, blocks.h), which
+  // is what every architecture built from those blocks needs.
+  virtual void forward_batch(const Model& model, std::span<const BatchSlice> batch,
+                             PagedKvCache& kv, ThreadPool& pool, std::span<float> logits,
+                             std::span<float> hidden) const;
 };
 
 // nullptr for a name squeeze does not know.

@@ -10,6 +10,7 @@
 #include "base/thread_pool.h"
 #include "model/gguf.h"
 #include "model/kv_cache.h"
+#include "model/paged_kv.h"
 #include "ops/ops.h"
 
 namespace sq {
@@ -303,6 +304,126 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
   const int64_t rows = n - first;
   ops::rms_norm(x.data() + first * E, m.output_norm, c.norm_eps, rows, E, cur.data());
   ops::matmul(m.output, cur.data(), rows, logits.data(), pool);
+}
+
+void run_decoder_batch(const Model& m, std::span<const BatchSlice> batch, PagedKvCache& kv,
+                       ThreadPool& pool, std::span<float> logits, std::span<float> hidden) {
+  const ModelConfig& c = m.config;
+  const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
+  int64_t n = 0, n_logits = 0, n_hidden = 0;
+  for (const BatchSlice& s : batch) {
+    const auto len = static_cast<int64_t>(s.tokens.size());
+    assert(len > 0);
+    assert(static_cast<int64_t>(s.blocks.size()) * kv.block_size() >= s.pos0 + len);
+    n += len;
+    n_logits += s.logits ? 1 : 0;
+    n_hidden += s.hidden ? len : 0;
+  }
+  if (n == 0) return;
+  assert(static_cast<int64_t>(logits.size()) >= n_logits * c.n_vocab);
+  assert(static_cast<int64_t>(hidden.size()) >= n_hidden * E);
+
+  std::vector<int32_t> tokens;
+  tokens.reserve(static_cast<size_t>(n));
+  for (const BatchSlice& s : batch) tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
+
+  std::vector<float> x(static_cast<size_t>(n * E)), cur(x.size()), tmp(x.size());
+  std::vector<float> q(static_cast<size_t>(n * Q)), attn(q.size());
+  std::vector<float> k(static_cast<size_t>(n * KV)), v(k.size());
+  std::vector<float> gate, up;
+  if (c.n_expert == 0) {
+    gate.resize(static_cast<size_t>(n * F));
+    up.resize(gate.size());
+  }
+  ops::embed(m.tok_embd, tokens, x.data());
+
+  ops::RopeOptions rope;
+  rope.mode = c.rope_style == RopeStyle::Neox ? ops::RopeMode::Neox : ops::RopeMode::Adjacent;
+  rope.n_rot = c.n_rot;
+  rope.freq_base = c.rope_freq_base;
+  rope.freq_scale = c.rope_freq_scale;
+  rope.freq_factors = m.rope_freq_factors;
+  // One table for the whole batch: each slice's rows for its own positions. An angle depends only
+  // on its position, so these rows equal those of a single-sequence table.
+  ops::RopeTable angles;
+  angles.mode = rope.mode;
+  angles.n_rot = rope.n_rot;
+  angles.n_tokens = n;
+  std::vector<ops::AttentionSlice> slices(batch.size());
+  {
+    int64_t first = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const BatchSlice& s = batch[i];
+      const auto len = static_cast<int64_t>(s.tokens.size());
+      const ops::RopeTable part = ops::rope_table(len, s.pos0, rope);
+      angles.cos.insert(angles.cos.end(), part.cos.begin(), part.cos.end());
+      angles.sin.insert(angles.sin.end(), part.sin.begin(), part.sin.end());
+      slices[i].first = first;
+      slices[i].n_tokens = len;
+      slices[i].pos0 = s.pos0;
+      first += len;
+    }
+  }
+  ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
+  const int32_t bs = kv.block_size();
+
+  for (int32_t l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = m.layers[static_cast<size_t>(l)];
+    ops::rms_norm(x.data(), L.attn_norm, c.norm_eps, n, E, cur.data());
+    ops::matmul(L.wq, cur.data(), n, q.data(), pool, &L.bq);
+    ops::matmul(L.wk, cur.data(), n, k.data(), pool, &L.bk);
+    ops::matmul(L.wv, cur.data(), n, v.data(), pool, &L.bv);
+    ops::rope(q.data(), n, c.n_head, c.head_dim, angles);
+    ops::rope(k.data(), n, c.n_head_kv, c.head_dim, angles);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const BatchSlice& s = batch[i];
+      for (int64_t t = 0; t < slices[i].n_tokens; ++t) {
+        const int64_t row = slices[i].first + t;
+        const int64_t pos = s.pos0 + t;
+        kv.store(l, s.blocks[static_cast<size_t>(pos / bs)], static_cast<int32_t>(pos % bs),
+                 k.data() + row * KV, v.data() + row * KV);
+      }
+      slices[i].kv = kv.rows(l, s.blocks);
+    }
+    ops::attention_paged(q.data(), slices, shape, attn.data(), pool);
+    ops::matmul(L.wo, attn.data(), n, tmp.data(), pool);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+
+    ops::rms_norm(x.data(), L.ffn_norm, c.norm_eps, n, E, cur.data());
+    if (c.n_expert > 0) {
+      moe_ffn(m, L, cur.data(), n, tmp.data(), pool);
+    } else {
+      ops::matmul(L.ffn_gate, cur.data(), n, gate.data(), pool);
+      ops::matmul(L.ffn_up, cur.data(), n, up.data(), pool);
+      ops::swiglu(gate.data(), up.data(), gate.data(), n * F);
+      ops::matmul(L.ffn_down, gate.data(), n, tmp.data(), pool);
+    }
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+  }
+
+  // Final norm of the rows asked for: the last of each slice that wants logits, then every row of
+  // each slice that wants hidden states.
+  if (n_logits > 0) {
+    std::vector<float> last(static_cast<size_t>(n_logits * E));
+    int64_t r = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!batch[i].logits) continue;
+      const int64_t row = slices[i].first + slices[i].n_tokens - 1;
+      std::copy_n(x.data() + row * E, E, last.data() + r * E);
+      ++r;
+    }
+    ops::rms_norm(last.data(), m.output_norm, c.norm_eps, n_logits, E, last.data());
+    ops::matmul(m.output, last.data(), n_logits, logits.data(), pool);
+  }
+  if (n_hidden > 0) {
+    int64_t r = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!batch[i].hidden) continue;
+      ops::rms_norm(x.data() + slices[i].first * E, m.output_norm, c.norm_eps, slices[i].n_tokens,
+                    E, hidden.data() + r * E);
+      r += slices[i].n_tokens;
+    }
+  }
 }
 
 }  // namespace sq

@@ -45,4 +45,9 @@ void bind_decoder(const GgufFile& file, Model& model, const DecoderBindOptions& 
 void run_decoder(const Model& model, std::span<const int32_t> tokens, int32_t pos0, KvCache& kv,
                  ThreadPool& pool, std::span<float> logits, bool all_logits);
 
+// The same decoder over a batch of several sequences in a paged cache (Model::forward_batch):
+// the same operations per token as run_decoder, so the same bits.
+void run_decoder_batch(const Model& model, std::span<const BatchSlice> batch, PagedKvCache& kv,
+                       ThreadPool& pool, std::span<float> logits, std::span<float> hidden);
+
 }  // namespace sq

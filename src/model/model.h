@@ -17,6 +17,7 @@ namespace sq {
 
 class ThreadPool;
 class KvCache;
+class PagedKvCache;
 class Architecture;
 
 enum class RopeStyle {
@@ -67,6 +68,15 @@ struct LayerWeights {
   TensorView ffn_down_exps;  // [n_ff, n_embd, n_expert]
 };
 
+// One sequence's part of a batched forward pass (Model::forward_batch).
+struct BatchSlice {
+  std::span<const int32_t> tokens;  // new tokens, at positions pos0, pos0 + 1, ..
+  int32_t pos0 = 0;                 // positions [0, pos0) are already in the sequence's blocks
+  std::span<const int32_t> blocks;  // the sequence's block table; covers pos0 + tokens.size()
+  bool logits = false;              // logits of the slice's last token
+  bool hidden = false;              // final-normed hidden state of every token of the slice
+};
+
 class Model {
  public:
   ModelConfig config;
@@ -97,6 +107,17 @@ class Model {
   // kv.size(), pos0 + tokens.size() <= kv.capacity(), every token below n_vocab.
   void forward(std::span<const int32_t> tokens, int32_t pos0, KvCache& kv, ThreadPool& pool,
                std::span<float> logits, bool all_logits) const;
+
+  // Runs several sequences' new tokens in one pass: every matrix product covers all the batch's
+  // tokens (the weights are read once per step), each token is rotated for its own position, its
+  // keys and values go into its sequence's blocks, and it attends over its own sequence only.
+  // Writes one logits row [n_vocab] per slice with `logits`, in batch order, and one row [n_embd]
+  // per token of each slice with `hidden`, in batch order. The logits of a token are bit-identical
+  // to what forward() gives for the same sequence, whatever else is in the batch and wherever its
+  // blocks lie (DESIGN.md, invariant 2). Preconditions (asserted): tokens below n_vocab, block
+  // tables long enough, the slices' sequences distinct, outputs large enough.
+  void forward_batch(std::span<const BatchSlice> batch, PagedKvCache& kv, ThreadPool& pool,
+                     std::span<float> logits, std::span<float> hidden) const;
 };
 
 // Loads a model file: GGUF (by its magic) or a llama2.c checkpoint. Throws IoError, FormatError or

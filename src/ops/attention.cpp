@@ -1,4 +1,5 @@
 // Attention over the KV cache, and the cache's row formats.
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cmath>
@@ -107,6 +108,90 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
   });
 }
 
+// The paged twin of attend(): the same operations per (token, head), with the keys and values
+// reached through the block table one block at a time.
+template <KvType T>
+void attend_paged(const float* q, std::span<const AttentionSlice> slices, const AttentionShape& s,
+                  float* out, ThreadPool& pool) {
+  const kernels::AttnKernels& K = kernels::attn_kernels();
+  const int32_t group = s.n_head / s.n_head_kv;
+  const int64_t hd = s.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // Row r of the batch belongs to the slice whose [start, start + n_tokens) holds it.
+  std::vector<int64_t> starts(slices.size() + 1, 0);
+  int64_t max_ctx = 0;
+  for (size_t i = 0; i < slices.size(); ++i) {
+    starts[i + 1] = starts[i] + slices[i].n_tokens;
+    max_ctx = std::max<int64_t>(max_ctx, slices[i].pos0 + slices[i].n_tokens);
+  }
+  const int64_t n_rows = starts.back();
+  pool.parallel_for(n_rows * s.n_head, [&](int64_t j0, int64_t j1) {
+    std::vector<float> scores(static_cast<size_t>(max_ctx));
+    std::vector<float> row(static_cast<size_t>(hd));
+    size_t si = 0;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t r = j / s.n_head;
+      while (starts[si + 1] <= r) ++si;
+      const AttentionSlice& sl = slices[si];
+      const PagedKvRows& kv = sl.kv;
+      const int64_t t = r - starts[si];
+      const int32_t h = static_cast<int32_t>(j % s.n_head);
+      const int64_t first = static_cast<int64_t>(h / group) * hd;
+      const float* qh = q + ((sl.first + t) * s.n_head + h) * hd;
+      const int64_t n_keys = sl.pos0 + t + 1;
+      const int64_t bs = kv.block_size;
+      const size_t block_bytes = static_cast<size_t>(bs) * kv.row_bytes;
+      auto key_row = [&](int64_t p) {
+        return kv.k + static_cast<size_t>(kv.blocks[static_cast<size_t>(p / bs)]) * block_bytes +
+               static_cast<size_t>(p % bs) * kv.row_bytes;
+      };
+      auto value_row = [&](int64_t p) {
+        return kv.v + static_cast<size_t>(kv.blocks[static_cast<size_t>(p / bs)]) * block_bytes +
+               static_cast<size_t>(p % bs) * kv.row_bytes;
+      };
+      if constexpr (T == KvType::F16) {
+        for (int64_t p0 = 0; p0 < n_keys; p0 += bs) {
+          K.dots_f16(qh, reinterpret_cast<const uint16_t*>(key_row(p0)) + first, kv.row_bytes / 2,
+                     std::min(bs, n_keys - p0), hd, scores.data() + p0);
+        }
+        for (int64_t p = 0; p < n_keys; ++p) scores[static_cast<size_t>(p)] *= scale;
+      } else {
+        for (int64_t p = 0; p < n_keys; ++p) {
+          const uint8_t* kr = key_row(p);
+          float dot;
+          if constexpr (T == KvType::F32) {
+            dot = K.dot_f32(qh, reinterpret_cast<const float*>(kr) + first, hd);
+          } else {
+            RowReader<T>::read(kr, first, hd, row.data());
+            dot = K.dot_f32(qh, row.data(), hd);
+          }
+          scores[static_cast<size_t>(p)] = dot * scale;
+        }
+      }
+      softmax(scores.data(), n_keys);
+      float* oh = out + ((sl.first + t) * s.n_head + h) * hd;
+      std::fill(oh, oh + hd, 0.0f);
+      if constexpr (T == KvType::F16) {
+        for (int64_t p0 = 0; p0 < n_keys; p0 += bs) {
+          K.accum_f16(scores.data() + p0, reinterpret_cast<const uint16_t*>(value_row(p0)) + first,
+                      kv.row_bytes / 2, std::min(bs, n_keys - p0), oh, hd);
+        }
+      } else {
+        for (int64_t p = 0; p < n_keys; ++p) {
+          const uint8_t* vr = value_row(p);
+          const float w = scores[static_cast<size_t>(p)];
+          if constexpr (T == KvType::F32) {
+            K.axpy_f32(w, reinterpret_cast<const float*>(vr) + first, oh, hd);
+          } else {
+            RowReader<T>::read(vr, first, hd, row.data());
+            K.axpy_f32(w, row.data(), oh, hd);
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 std::string_view kv_type_name(KvType t) {
@@ -163,6 +248,39 @@ void attention(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0,
     case KvType::F32: attend<KvType::F32>(q, kv, n_tokens, pos0, s, out, pool); break;
     case KvType::F16: attend<KvType::F16>(q, kv, n_tokens, pos0, s, out, pool); break;
     case KvType::Q8_0: attend<KvType::Q8_0>(q, kv, n_tokens, pos0, s, out, pool); break;
+  }
+}
+
+void attention_paged(const float* q, std::span<const AttentionSlice> slices,
+                     const AttentionShape& s, float* out, ThreadPool& pool) {
+  if (s.n_head <= 0 || s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0 || s.head_dim <= 0) {
+    fail<InvalidArgument>("attention: {} query heads cannot share {} key/value heads", s.n_head,
+                          s.n_head_kv);
+  }
+  if (slices.empty()) return;
+  const KvType type = slices[0].kv.type;
+  const size_t row_bytes = kv_row_bytes(type, static_cast<int64_t>(s.n_head_kv) * s.head_dim);
+  for (const AttentionSlice& sl : slices) {
+    const PagedKvRows& kv = sl.kv;
+    if (kv.type != type || kv.row_bytes != row_bytes) {
+      fail<InvalidArgument>("attention: KV rows of {} bytes ({}) do not hold {} {} values",
+                            kv.row_bytes, kv_type_name(kv.type), s.n_head_kv * s.head_dim,
+                            kv_type_name(type));
+    }
+    if (sl.n_tokens < 0 || sl.pos0 < 0 || kv.block_size <= 0) {
+      fail<InvalidArgument>("attention: a slice of {} tokens at position {} with blocks of {}",
+                            sl.n_tokens, sl.pos0, kv.block_size);
+    }
+    const int64_t need = (sl.pos0 + sl.n_tokens + kv.block_size - 1) / kv.block_size;
+    if (static_cast<int64_t>(kv.blocks.size()) < need) {
+      fail<InvalidArgument>("attention: {} positions need {} blocks of {}; the table has {}",
+                            sl.pos0 + sl.n_tokens, need, kv.block_size, kv.blocks.size());
+    }
+  }
+  switch (type) {
+    case KvType::F32: attend_paged<KvType::F32>(q, slices, s, out, pool); break;
+    case KvType::F16: attend_paged<KvType::F16>(q, slices, s, out, pool); break;
+    case KvType::Q8_0: attend_paged<KvType::Q8_0>(q, slices, s, out, pool); break;
   }
 }
 

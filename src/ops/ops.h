@@ -105,5 +105,34 @@ struct KvRows {
 void attention(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0,
                const AttentionShape& shape, float* out, ThreadPool& pool);
 
+// Keys and values of one sequence in a paged cache (model/paged_kv.h): position p is row
+// p % block_size of block blocks[p / block_size], and block b's rows start at
+// k + b * block_size * row_bytes (the same for v).
+struct PagedKvRows {
+  const uint8_t* k = nullptr;  // one layer's key rows of the whole pool: [n_blocks, block_size, row_bytes]
+  const uint8_t* v = nullptr;  // the same for values
+  KvType type = KvType::F32;
+  size_t row_bytes = 0;
+  int32_t block_size = 0;
+  std::span<const int32_t> blocks;  // the sequence's block table
+};
+
+// One sequence's rows in a batched attention call: q and out rows [first, first + n_tokens), the
+// tokens at positions pos0, pos0 + 1, ..; kv holds that sequence's positions 0 .. pos0 + n_tokens - 1.
+struct AttentionSlice {
+  int64_t first = 0;
+  int64_t n_tokens = 0;
+  int32_t pos0 = 0;
+  PagedKvRows kv;
+};
+
+// attention() for several sequences at once, each over its own paged rows. A (token, head) is
+// computed by exactly the operations attention() uses for the same position over contiguous rows
+// (the kernels work key by key, so cutting the keys at block edges changes nothing): the output
+// is bit-identical whatever the batch, the block layout or the thread count. Throws
+// InvalidArgument for a shape or block table that does not fit.
+void attention_paged(const float* q, std::span<const AttentionSlice> slices,
+                     const AttentionShape& shape, float* out, ThreadPool& pool);
+
 }  // namespace ops
 }  // namespace sq

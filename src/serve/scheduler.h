@@ -34,6 +34,13 @@ class QueueFull : public Error {
   using Error::Error;
 };
 
+// submit() after shutdown() began (HTTP 503). A QueueFull, so that code written before it existed
+// still turns it away.
+class ShuttingDown : public QueueFull {
+ public:
+  using QueueFull::QueueFull;
+};
+
 struct SchedulerOptions {
   int32_t n_ctx = 0;          // per-sequence context; 0: the model's, capped at 4096
   int32_t parallel = 4;       // most sequences in the running batch
