@@ -19,6 +19,9 @@ struct ChatRenderOptions {
   std::string eos_token;
   nlohmann::json tools;           // null: no tools variable
   nlohmann::json extra_context;   // object: more variables (enable_thinking, ...), or null
+  // What strftime_now() sees: "YYYY-MM-DD" or "YYYY-MM-DD HH:MM[:SS]"; empty: the local clock.
+  // Tests and `squeeze template --date` fix it so that a render is reproducible.
+  std::string now;
 };
 
 class ChatTemplate {
@@ -36,6 +39,10 @@ class ChatTemplate {
   std::string render(const nlohmann::json& messages, const ChatRenderOptions& options) const;
 
   const std::string& source() const { return source_; }
+
+  // Checks that `messages` is what render() takes: an array of objects, each with a string
+  // "role". Throws InvalidArgument naming the first offending message.
+  static void validate_messages(const nlohmann::json& messages);
 
   ChatTemplate(ChatTemplate&&) noexcept;
   ChatTemplate& operator=(ChatTemplate&&) noexcept;

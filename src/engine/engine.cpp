@@ -64,6 +64,21 @@ const Tokenizer& Engine::require_tokenizer() const {
   return *tokenizer_;
 }
 
+const std::string& Engine::chat_template() const {
+  static const std::string kNone;
+  return tokenizer_ ? tokenizer_->chat_template() : kNone;
+}
+
+std::string Engine::bos_text() const {
+  if (!tokenizer_ || tokenizer_->bos() < 0) return {};
+  return tokenizer_->token_text(tokenizer_->bos());
+}
+
+std::string Engine::eos_text() const {
+  if (!tokenizer_ || tokenizer_->eos() < 0) return {};
+  return tokenizer_->token_text(tokenizer_->eos());
+}
+
 int32_t default_context(const Model& model) { return std::min(model.config.n_ctx_train, 4096); }
 
 void check_request(const Engine& engine, const std::vector<int32_t>& prompt,

@@ -37,6 +37,14 @@ class Engine {
   const Tokenizer& require_tokenizer() const;
   const std::string& tokenizer_source() const { return tokenizer_source_; }
 
+  // The model's own chat template (GGUF tokenizer.chat_template, Jinja source); empty when the
+  // file has none (llama2.c checkpoints never do).
+  const std::string& chat_template() const;
+  // The text of the BOS / EOS tokens as a chat template sees bos_token / eos_token ("<s>",
+  // "<|begin_of_text|>"); empty when the vocabulary has none.
+  std::string bos_text() const;
+  std::string eos_text() const;
+
  private:
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
