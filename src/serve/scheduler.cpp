@@ -657,22 +657,21 @@ void Scheduler::Impl::step() {
       }
     }
   }
+  // The requests of this step, before finished sequences (and `owners`' pointers) go.
+  std::vector<std::shared_ptr<Request>> in_step;
+  for (Seq* s : owners) {
+    if (std::find(in_step.begin(), in_step.end(), s->req) == in_step.end()) in_step.push_back(s->req);
+  }
   std::erase_if(running, [](const std::unique_ptr<Seq>& s) { return s->finished; });
 
   // The step's CPU time, shared in proportion to the tokens each request had in the batch.
   const double cpu = std::max(0.0, process_cpu_seconds() - cpu0);
-  std::vector<Request*> in_step;
-  for (Seq* s : owners) {
-    if (std::find(in_step.begin(), in_step.end(), s->req.get()) == in_step.end()) {
-      in_step.push_back(s->req.get());
-    }
-  }
   if (n_tokens > 0) {
-    for (Request* r : in_step) {
+    for (auto& r : in_step) {
       r->cpu_seconds += cpu * static_cast<double>(r->step_tokens) / static_cast<double>(n_tokens);
     }
   }
-  for (Request* r : in_step) r->step_tokens = 0;
+  for (auto& r : in_step) r->step_tokens = 0;
 
   const Clock::time_point end = Clock::now();
   {
