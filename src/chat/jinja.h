@@ -86,6 +86,7 @@ struct Value {
 
 // JSON in, as the reference converts JavaScript values: a number with no fraction is an integer.
 Value from_json(const nlohmann::json& j);
+Value from_json(const nlohmann::ordered_json& j);
 // Back to JSON (undefined and functions become null).
 nlohmann::json to_json(const Value& v);
 

@@ -112,28 +112,29 @@ namespace {
 
 constexpr int kMaxNesting = 128;  // lists and dicts inside each other, when printed or compared
 
-Value from_json_at(const nlohmann::json& j, int depth) {
+template <typename Json>
+Value from_json_at(const Json& j, int depth) {
   if (depth > kMaxNesting) {
     fail<InvalidArgument>("chat template input nests deeper than {} levels", kMaxNesting);
   }
   switch (j.type()) {
     case nlohmann::json::value_t::null: return Value::none();
-    case nlohmann::json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return Value::integer(j.get<int64_t>());
+    case nlohmann::json::value_t::boolean: return Value::boolean(j.template get<bool>());
+    case nlohmann::json::value_t::number_integer: return Value::integer(j.template get<int64_t>());
     case nlohmann::json::value_t::number_unsigned: {
-      const uint64_t u = j.get<uint64_t>();
+      const uint64_t u = j.template get<uint64_t>();
       if (u > static_cast<uint64_t>(INT64_MAX)) return Value::floating(static_cast<double>(u));
       return Value::integer(static_cast<int64_t>(u));
     }
     case nlohmann::json::value_t::number_float: {
       // JavaScript has one number type: a value with no fraction is an integer to the reference.
-      const double d = j.get<double>();
+      const double d = j.template get<double>();
       if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.2e18) {
         return Value::integer(static_cast<int64_t>(d));
       }
       return Value::floating(d);
     }
-    case nlohmann::json::value_t::string: return Value::string(j.get<std::string>());
+    case nlohmann::json::value_t::string: return Value::string(j.template get<std::string>());
     case nlohmann::json::value_t::array: {
       List items;
       items.reserve(j.size());
@@ -319,6 +320,7 @@ struct JsonWriter {
 }  // namespace
 
 Value from_json(const nlohmann::json& j) { return from_json_at(j, 0); }
+Value from_json(const nlohmann::ordered_json& j) { return from_json_at(j, 0); }
 nlohmann::json to_json(const Value& v) { return to_json_at(v, 0); }
 
 std::string js_number(double x) {

@@ -134,7 +134,10 @@ std::vector<std::string> ChatTemplate::builtin_names() {
   return out;
 }
 
-void ChatTemplate::validate_messages(const nlohmann::json& messages) {
+namespace {
+
+template <typename Json>
+void check_messages(const Json& messages) {
   if (!messages.is_array()) {
     fail<InvalidArgument>("messages must be a JSON array of {{\"role\", \"content\"}} objects, got "
                           "a JSON {}",
@@ -156,11 +159,29 @@ void ChatTemplate::validate_messages(const nlohmann::json& messages) {
   }
 }
 
+}  // namespace
+
+void ChatTemplate::validate_messages(const nlohmann::json& messages) { check_messages(messages); }
+void ChatTemplate::validate_messages(const nlohmann::ordered_json& messages) {
+  check_messages(messages);
+}
+
 std::string ChatTemplate::render(const nlohmann::json& messages,
                                  const ChatRenderOptions& options) const {
-  validate_messages(messages);
+  check_messages(messages);
+  return render_value(jinja::from_json(messages), options);
+}
+
+std::string ChatTemplate::render(const nlohmann::ordered_json& messages,
+                                 const ChatRenderOptions& options) const {
+  check_messages(messages);
+  return render_value(jinja::from_json(messages), options);
+}
+
+std::string ChatTemplate::render_value(const jinja::Value& messages,
+                                       const ChatRenderOptions& options) const {
   jinja::RenderInput input;
-  input.globals.emplace_back("messages", jinja::from_json(messages));
+  input.globals.emplace_back("messages", messages);
   input.globals.emplace_back("add_generation_prompt",
                              jinja::Value::boolean(options.add_generation_prompt));
   input.globals.emplace_back("bos_token", jinja::Value::string(options.bos_token));

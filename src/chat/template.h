@@ -13,12 +13,19 @@
 
 namespace sq {
 
+namespace jinja {
+struct Value;
+}
+
 struct ChatRenderOptions {
   bool add_generation_prompt = true;
   std::string bos_token;  // what the template sees as bos_token / eos_token
   std::string eos_token;
-  nlohmann::json tools;           // null: no tools variable
-  nlohmann::json extra_context;   // object: more variables (enable_thinking, ...), or null
+  // JSON with the key order kept: a tool's schema is printed into the prompt in the order the
+  // client wrote it, as Python's json and JavaScript keep it. (A nlohmann::json assigned here
+  // converts, with its keys sorted.)
+  nlohmann::ordered_json tools;          // null: no tools variable
+  nlohmann::ordered_json extra_context;  // object: more variables (enable_thinking, ...), or null
   // What strftime_now() sees: "YYYY-MM-DD" or "YYYY-MM-DD HH:MM[:SS]"; empty: the local clock.
   // Tests and `squeeze template --date` fix it so that a render is reproducible.
   std::string now;
@@ -37,12 +44,16 @@ class ChatTemplate {
   // a raise_exception() in the template (with its message) or a runtime error in the template
   // (what failed, where).
   std::string render(const nlohmann::json& messages, const ChatRenderOptions& options) const;
+  // The same with the messages' key order kept (what a parsed request body should use).
+  std::string render(const nlohmann::ordered_json& messages,
+                     const ChatRenderOptions& options) const;
 
   const std::string& source() const { return source_; }
 
   // Checks that `messages` is what render() takes: an array of objects, each with a string
   // "role". Throws InvalidArgument naming the first offending message.
   static void validate_messages(const nlohmann::json& messages);
+  static void validate_messages(const nlohmann::ordered_json& messages);
 
   ChatTemplate(ChatTemplate&&) noexcept;
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
@@ -51,6 +62,7 @@ class ChatTemplate {
  private:
   struct Program;
   ChatTemplate(std::string source, std::shared_ptr<const Program> program);
+  std::string render_value(const jinja::Value& messages, const ChatRenderOptions& options) const;
   std::string source_;
   std::shared_ptr<const Program> program_;
 };

@@ -93,9 +93,10 @@ int run_template(const TemplateFlags& f) {
   }
 
   const std::string text = read_file(f.messages_file);
-  nlohmann::json messages;
+  // Key order kept: templates print tool schemas and arguments as the file writes them.
+  nlohmann::ordered_json messages;
   try {
-    messages = nlohmann::json::parse(text);
+    messages = nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     fail<InvalidArgument>("{}: not valid JSON ({})", f.messages_file, e.what());
   }
@@ -103,7 +104,7 @@ int run_template(const TemplateFlags& f) {
   ChatRenderOptions options;
   if (messages.is_object() && messages.contains("messages")) {
     if (messages.contains("tools")) options.tools = messages["tools"];
-    messages = nlohmann::json(messages["messages"]);
+    messages = nlohmann::ordered_json(messages["messages"]);
   }
   try {
     ChatTemplate::validate_messages(messages);
@@ -114,7 +115,7 @@ int run_template(const TemplateFlags& f) {
   options.bos_token = src.bos;
   options.eos_token = src.eos;
   options.now = f.date;
-  nlohmann::json extra = nlohmann::json::object();
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
   for (const std::string& v : f.vars) {
     const size_t eq = v.find('=');
     if (eq == std::string::npos || eq == 0) {
@@ -123,8 +124,8 @@ int run_template(const TemplateFlags& f) {
     const std::string name = v.substr(0, eq);
     const std::string value = v.substr(eq + 1);
     // A JSON value (true, 3, [..], "..") is taken as such; anything else is a string.
-    nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
-    const nlohmann::json j = parsed.is_discarded() ? nlohmann::json(value) : parsed;
+    nlohmann::ordered_json parsed = nlohmann::ordered_json::parse(value, nullptr, false);
+    const nlohmann::ordered_json j = parsed.is_discarded() ? nlohmann::ordered_json(value) : parsed;
     if (name == "bos_token" && j.is_string()) {
       options.bos_token = j.get<std::string>();
     } else if (name == "eos_token" && j.is_string()) {

@@ -3,7 +3,7 @@
 // JSON on stdout. The C++ conformance test (template_conformance_test.cpp) runs it once and holds
 // squeeze's renderer to its output byte for byte.
 //
-//   node render_reference.mjs TEMPLATE_DIR CASES.json
+//   node render_reference.mjs CASES.json TEMPLATE_DIR...
 //
 // The module is resolved from node_modules at the repository root (NODE_PATH is not used by ES
 // modules, so the path is built from this file's location).
@@ -26,7 +26,7 @@ Environment.prototype.set = function (name, value) {
   return declare.call(this, name, value);
 };
 
-const [templateDir, casesPath] = process.argv.slice(2);
+const [casesPath, ...templateDirs] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(casesPath, "utf8"));
 
 // strftime_now for a fixed day (midnight): Python's directives that templates use, English names.
@@ -49,7 +49,11 @@ function strftimeNow(fmt) {
 }
 
 const out = {};
-for (const file of readdirSync(templateDir).filter((f) => f.endsWith(".jinja")).sort()) {
+const files = [];
+for (const dir of templateDirs) {
+  for (const f of readdirSync(dir).filter((f) => f.endsWith(".jinja")).sort()) files.push([dir, f]);
+}
+for (const [templateDir, file] of files) {
   const name = file.slice(0, -".jinja".length);
   const source = readFileSync(join(templateDir, file), "utf8");
   out[name] = {};
@@ -66,13 +70,15 @@ for (const file of readdirSync(templateDir).filter((f) => f.endsWith(".jinja")).
       continue;
     }
     try {
-      const text = template.render({
+      const vars = {
         messages: structuredClone(c.messages),
         add_generation_prompt: c.add_generation_prompt,
         bos_token: spec.bos_token,
         eos_token: spec.eos_token,
         strftime_now: strftimeNow,
-      });
+      };
+      if (c.tools !== undefined) vars.tools = structuredClone(c.tools);
+      const text = template.render(vars);
       out[name][c.name] = { text };
     } catch (e) {
       out[name][c.name] = { error: String(e && e.message ? e.message : e) };
