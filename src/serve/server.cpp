@@ -537,6 +537,8 @@ void Server::Impl::setup() {
         fn(req, res);
       } catch (const ApiError& e) {
         send_error(res, e);
+      } catch (const ShuttingDown&) {
+        send_error(res, ApiError(503, "server_error", "", "shutting_down", "the server is shutting down"));
       } catch (const QueueFull& e) {
         send_error(res, ApiError(429, "rate_limit_error", "", "queue_full",
                                  fmt::format("the server is busy ({}); retry shortly", e.what())));
