@@ -156,7 +156,7 @@ struct RenderLimits {
   size_t max_items = 1u << 20;         // elements of any one list
   int64_t max_loop_iterations = 1000000;
   int64_t max_steps = 50000000;        // expressions and statements evaluated
-  int max_depth = 600;                 // nested evaluation (macro recursion included)
+  int max_depth = 400;                 // nested evaluation (macro recursion included)
 };
 
 struct RenderInput {
