@@ -914,6 +914,44 @@ enum : uint8_t { A_OPEN, A_FIRST, A_AFTER_COMMA, A_ITEM, A_IN_ITEM, A_AFTER_ITEM
 enum : uint8_t { S_OPEN, S_BODY, S_ESC, S_HEX, S_LOW_BS, S_LOW_U };
 enum : uint8_t { N_START, N_SIGN, N_ZERO, N_INT, N_DOT, N_FRAC };
 
+// UTF-8 as JSON text may hold it: the continuation bytes a lead byte needs, and the range of the
+// first continuation byte (no overlong forms, no UTF-16 surrogates, nothing above U+10FFFF).
+constexpr uint8_t kContLo[] = {0x80, 0xA0, 0x80, 0x90, 0x80};
+constexpr uint8_t kContHi[] = {0xBF, 0xBF, 0x9F, 0xBF, 0x8F};
+// Sets the continuation count and first-range code for a lead byte; false for a byte that cannot
+// start a character.
+inline bool utf8_lead(uint8_t c, uint8_t& count, uint8_t& range) {
+  if (c >= 0xC2 && c <= 0xDF) count = 1, range = 0;
+  else if (c == 0xE0) count = 2, range = 1;
+  else if (c == 0xED) count = 2, range = 2;
+  else if (c >= 0xE1 && c <= 0xEF) count = 2, range = 0;
+  else if (c == 0xF0) count = 3, range = 3;
+  else if (c >= 0xF1 && c <= 0xF3) count = 3, range = 0;
+  else if (c == 0xF4) count = 3, range = 4;
+  else return false;
+  return true;
+}
+
+// A token that, inside a string, is nothing but whole characters (no quote, backslash or control
+// byte, no character cut at either end) adds its code points to the string and does nothing else.
+// Returns that count, or -1 for any other token.
+int plain_string_chars(const std::string& bytes) {
+  int chars = 0;
+  uint8_t pending = 0, range = 0;
+  for (unsigned char c : bytes) {
+    if (pending > 0) {
+      if (c < kContLo[range] || c > kContHi[range]) return -1;
+      pending--;
+      range = 0;
+      continue;
+    }
+    if (c < 0x20 || c == '"' || c == '\\') return -1;
+    if (c >= 0x80 && !utf8_lead(c, pending, range)) return -1;
+    chars++;
+  }
+  return pending == 0 && chars > 0 ? chars : -1;
+}
+
 inline int hex_value(uint8_t c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -1297,9 +1335,7 @@ class Machine {
         if (f.a > 0) {
           // Continuation byte; the first one after some lead bytes has a narrower range (no
           // overlong forms, no surrogates, nothing above U+10FFFF).
-          static constexpr uint8_t kLo[] = {0x80, 0xA0, 0x80, 0x90, 0x80};
-          static constexpr uint8_t kHi[] = {0xBF, 0xBF, 0x9F, 0xBF, 0x8F};
-          if (c < kLo[f.b] || c > kHi[f.b]) return;
+          if (c < kContLo[f.b] || c > kContHi[f.b]) return;
           f.a--;
           f.b = 0;
           emit(s, out);
@@ -1315,14 +1351,7 @@ class Machine {
         if (c == '\\') {
           f.phase = S_ESC;
         } else if (c >= 0x80) {
-          if (c >= 0xC2 && c <= 0xDF) f.a = 1, f.b = 0;
-          else if (c == 0xE0) f.a = 2, f.b = 1;
-          else if (c == 0xED) f.a = 2, f.b = 2;
-          else if (c >= 0xE1 && c <= 0xEF) f.a = 2, f.b = 0;
-          else if (c == 0xF0) f.a = 3, f.b = 3;
-          else if (c >= 0xF1 && c <= 0xF3) f.a = 3, f.b = 0;
-          else if (c == 0xF4) f.a = 3, f.b = 4;
-          else return;
+          if (!utf8_lead(c, f.a, f.b)) return;
         }
         f.count++;
         emit(s, out);
@@ -1458,22 +1487,28 @@ struct TrieNode {
   uint32_t tok_begin = 0, tok_end = 0;
 };
 
+// Token byte strings in preorder; each node's tokens are trie_tokens[tok_begin, tok_end).
+struct VocabTrie {
+  std::vector<TrieNode> nodes;
+  std::vector<int32_t> tokens;
+};
+
 struct Shared {
   Grammar grammar;
-  std::vector<TrieNode> trie;  // preorder
-  std::vector<int32_t> trie_tokens;
+  VocabTrie trie;          // every token that can appear in the output
+  VocabTrie string_trie;   // the tokens that are not plain string text (see plain_string_chars)
+  std::vector<int32_t> plain_ids;     // plain string tokens, fewest code points first
+  std::vector<uint32_t> plain_chars;  // their code points, ascending
   std::vector<std::string> token_bytes;  // empty: never allowed (control, unused, empty)
   std::vector<int32_t> eog;
   int32_t n_vocab = 0;
   size_t max_len = 0;
 };
 
-void build_trie(Shared& sh) {
+VocabTrie build_trie(const std::vector<std::string>& token_bytes, const std::vector<int32_t>& ids) {
+  VocabTrie trie;
   std::vector<std::pair<std::string_view, int32_t>> items;
-  for (int32_t id = 0; id < sh.n_vocab; ++id) {
-    const std::string& b = sh.token_bytes[static_cast<size_t>(id)];
-    if (!b.empty()) items.emplace_back(b, id);
-  }
+  for (int32_t id : ids) items.emplace_back(token_bytes[static_cast<size_t>(id)], id);
   std::sort(items.begin(), items.end());
   std::vector<uint32_t> path;  // node index per depth
   std::string_view prev;
@@ -1485,26 +1520,50 @@ void build_trie(Shared& sh) {
       TrieNode n;
       n.byte = static_cast<uint8_t>(bytes[d]);
       n.depth = static_cast<uint16_t>(d + 1);
-      n.tok_begin = n.tok_end = static_cast<uint32_t>(sh.trie_tokens.size());
-      path.push_back(static_cast<uint32_t>(sh.trie.size()));
-      sh.trie.push_back(n);
+      n.tok_begin = n.tok_end = static_cast<uint32_t>(trie.tokens.size());
+      path.push_back(static_cast<uint32_t>(trie.nodes.size()));
+      trie.nodes.push_back(n);
     }
     // Sorted order: a token ends at the deepest node of its path, after every token of the nodes
     // before it, so each node's tokens are one contiguous run.
-    sh.trie_tokens.push_back(id);
-    sh.trie[path.back()].tok_end = static_cast<uint32_t>(sh.trie_tokens.size());
+    trie.tokens.push_back(id);
+    trie.nodes[path.back()].tok_end = static_cast<uint32_t>(trie.tokens.size());
     prev = bytes;
-    sh.max_len = std::max(sh.max_len, bytes.size());
   }
   std::vector<uint32_t> open;
-  for (uint32_t i = 0; i < sh.trie.size(); ++i) {
-    while (!open.empty() && sh.trie[open.back()].depth >= sh.trie[i].depth) {
-      sh.trie[open.back()].end = i;
+  for (uint32_t i = 0; i < trie.nodes.size(); ++i) {
+    while (!open.empty() && trie.nodes[open.back()].depth >= trie.nodes[i].depth) {
+      trie.nodes[open.back()].end = i;
       open.pop_back();
     }
     open.push_back(i);
   }
-  for (uint32_t i : open) sh.trie[i].end = static_cast<uint32_t>(sh.trie.size());
+  for (uint32_t i : open) trie.nodes[i].end = static_cast<uint32_t>(trie.nodes.size());
+  return trie;
+}
+
+void build_tries(Shared& sh) {
+  std::vector<int32_t> all, other;
+  std::vector<std::pair<int, int32_t>> plain;
+  for (int32_t id = 0; id < sh.n_vocab; ++id) {
+    const std::string& b = sh.token_bytes[static_cast<size_t>(id)];
+    if (b.empty()) continue;
+    all.push_back(id);
+    sh.max_len = std::max(sh.max_len, b.size());
+    const int chars = plain_string_chars(b);
+    if (chars > 0) {
+      plain.emplace_back(chars, id);
+    } else {
+      other.push_back(id);
+    }
+  }
+  std::sort(plain.begin(), plain.end());
+  for (const auto& [chars, id] : plain) {
+    sh.plain_ids.push_back(id);
+    sh.plain_chars.push_back(static_cast<uint32_t>(chars));
+  }
+  sh.trie = build_trie(sh.token_bytes, all);
+  sh.string_trie = build_trie(sh.token_bytes, other);
 }
 
 class JsonConstraint final : public TokenConstraint {
@@ -1520,26 +1579,21 @@ class JsonConstraint final : public TokenConstraint {
     const Shared& sh = *shared_;
     std::fill(allowed_.begin(), allowed_.end(), uint8_t{0});
     if (!finished()) {
-      std::vector<Link>& arena = machine_.arena();
-      const size_t mark = arena.size();
-      levels_[0] = state_;
-      const size_t n_nodes = sh.trie.size();
-      for (size_t i = 0; i < n_nodes;) {
-        const TrieNode& tn = sh.trie[i];
-        const StateSet& in = levels_[tn.depth - 1u];
-        StateSet& out = levels_[tn.depth];
-        out.n = 0;
-        for (uint32_t k = 0; k < in.n; ++k) machine_.step(in.s[k], tn.byte, out);
-        if (out.n == 0) {
-          i = tn.end;
-          continue;
-        }
-        for (uint32_t t = tn.tok_begin; t < tn.tok_end; ++t) {
-          allowed_[static_cast<size_t>(sh.trie_tokens[t])] = 1;
-        }
-        ++i;
+      const Frame& top = state_.s[0].top;
+      if (state_.n == 1 && top.kind == Kind::String && top.phase == S_BODY && top.a == 0) {
+        // Inside a string nearly every token is allowed; walking them all through the automaton
+        // is the slow case. Plain text tokens only add code points: allow those that fit at once,
+        // and walk only the others (quotes, escapes, partial characters).
+        const uint32_t max_len = sh.grammar.nodes[static_cast<size_t>(top.node)].max_len;
+        const uint32_t room = max_len - std::min(max_len, top.count);
+        const auto fit = static_cast<size_t>(
+            std::upper_bound(sh.plain_chars.begin(), sh.plain_chars.end(), room) -
+            sh.plain_chars.begin());
+        for (size_t k = 0; k < fit; ++k) allowed_[static_cast<size_t>(sh.plain_ids[k])] = 1;
+        walk(sh.string_trie);
+      } else {
+        walk(sh.trie);
       }
-      arena.resize(mark);
     }
     if (complete()) {
       for (int32_t id : sh.eog) allowed_[static_cast<size_t>(id)] = 1;
@@ -1595,6 +1649,31 @@ class JsonConstraint final : public TokenConstraint {
   bool finished() const override { return finished_; }
 
  private:
+  // Marks the tokens of `trie` whose bytes the automaton accepts from the current state: a depth
+  // first walk that steps once per trie node and skips the subtree of a node no stack survives.
+  void walk(const VocabTrie& trie) {
+    std::vector<Link>& arena = machine_.arena();
+    const size_t mark = arena.size();
+    levels_[0] = state_;
+    const size_t n_nodes = trie.nodes.size();
+    for (size_t i = 0; i < n_nodes;) {
+      const TrieNode& tn = trie.nodes[i];
+      const StateSet& in = levels_[tn.depth - 1u];
+      StateSet& out = levels_[tn.depth];
+      out.n = 0;
+      for (uint32_t k = 0; k < in.n; ++k) machine_.step(in.s[k], tn.byte, out);
+      if (out.n == 0) {
+        i = tn.end;
+        continue;
+      }
+      for (uint32_t t = tn.tok_begin; t < tn.tok_end; ++t) {
+        allowed_[static_cast<size_t>(trie.tokens[t])] = 1;
+      }
+      ++i;
+    }
+    arena.resize(mark);
+  }
+
   // Finished: every stack has closed its top-level value, or the value is complete and no byte at
   // all extends it (a top-level number at its last allowed digit, "-3" under maximum -3), so that
   // the server ends the choice instead of asking for a token only end-of-generation can fill.
@@ -1665,31 +1744,47 @@ std::function<std::unique_ptr<TokenConstraint>()> make_json_constraint_factory(
     shared->token_bytes[static_cast<size_t>(id)] = tokenizer.token_bytes(id);
   }
   shared->eog = tokenizer.eog_ids();
-  build_trie(*shared);
+  build_tries(*shared);
   std::shared_ptr<const Shared> frozen = shared;
   return [frozen]() -> std::unique_ptr<TokenConstraint> {
     return std::make_unique<JsonConstraint>(frozen);
   };
 }
 
-JsonPrefixCheck check_json_prefix(const nlohmann::json& schema, const std::string& text) {
+std::vector<JsonPrefixCheck> check_json_prefixes(const nlohmann::json& schema,
+                                                 const std::vector<std::string>& texts) {
   Grammar g;
   SchemaCompiler(schema, g).compile_root();
   Machine m(&g);
-  StateSet cur;
-  cur.n = 1;
-  cur.s[0] = Machine::initial();
-  JsonPrefixCheck r;
-  for (unsigned char c : text) {
-    StateSet next;
-    for (uint32_t k = 0; k < cur.n; ++k) m.step(cur.s[k], c, next);
-    if (next.n == 0) return r;
-    cur = next;
-    r.accepted++;
+  std::vector<JsonPrefixCheck> results;
+  for (const std::string& text : texts) {
+    m.arena().clear();
+    StateSet cur;
+    cur.n = 1;
+    cur.s[0] = Machine::initial();
+    JsonPrefixCheck r;
+    bool refused = false;
+    for (unsigned char c : text) {
+      StateSet next;
+      for (uint32_t k = 0; k < cur.n; ++k) m.step(cur.s[k], c, next);
+      if (next.n == 0) {
+        refused = true;
+        break;
+      }
+      cur = next;
+      r.accepted++;
+    }
+    if (!refused) {
+      r.valid_prefix = true;
+      for (uint32_t k = 0; k < cur.n; ++k) r.complete = r.complete || m.stack_complete(cur.s[k]);
+    }
+    results.push_back(r);
   }
-  r.valid_prefix = true;
-  for (uint32_t k = 0; k < cur.n; ++k) r.complete = r.complete || m.stack_complete(cur.s[k]);
-  return r;
+  return results;
+}
+
+JsonPrefixCheck check_json_prefix(const nlohmann::json& schema, const std::string& text) {
+  return check_json_prefixes(schema, {text})[0];
 }
 
 }  // namespace sq

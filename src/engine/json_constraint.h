@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -39,5 +40,8 @@ struct JsonPrefixCheck {
   size_t accepted = 0;        // bytes accepted before the first refused one
 };
 JsonPrefixCheck check_json_prefix(const nlohmann::json& schema, const std::string& text);
+// The same for many texts, compiling the schema once.
+std::vector<JsonPrefixCheck> check_json_prefixes(const nlohmann::json& schema,
+                                                 const std::vector<std::string>& texts);
 
 }  // namespace sq

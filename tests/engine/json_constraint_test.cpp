@@ -226,6 +226,16 @@ TEST_F(JsonConstraintVocab, RandomWalksParseAndValidate) {
         }
       }
       EXPECT_GT(finished, 0) << "no walk finished for schema " << si;
+      // Walks cut short, as max_tokens cuts a choice: what is there is a JSON prefix.
+      for (int r = 0; r < 3; ++r) {
+        auto c = factory();
+        const uint64_t seed = si * 1000 + 700 + static_cast<uint64_t>(r) + (large ? 50 : 0);
+        Walk w = random_walk(*tok, *c, seed, 3 + 4 * r, 0.0);
+        if (!w.finished) {
+          ++unfinished;
+          EXPECT_TRUE(json_prefix(w.output)) << "not a JSON prefix: schema " << si << ": " << w.output;
+        }
+      }
     }
   }
   // Sampler + constraint: random logits each step, the constraint bans, the sampler draws.
@@ -287,6 +297,7 @@ TEST_F(JsonConstraintVocab, RandomWalksParseAndValidate) {
     }
   }
   ASSERT_GT(cases.size(), 100u);
+  EXPECT_GT(unfinished, 50);
   for (const Case& c : cases) {
     try {
       const json parsed = json::parse(c.output);
@@ -495,6 +506,56 @@ TEST(JsonConstraint, ArraysEnumsAnyOfAndRefs) {
   const std::string shapes = schemas()[8];
   expect_complete(shapes, R"({"shapes":[{"kind":"circle","r":0.5},{"kind":"square","side":2}]})");
   expect_refused(shapes, R"({"shapes":[{"kind":"square","side":0)", 35);
+}
+
+// The trie walk (and its shortcut for plain text inside strings) bans exactly the tokens whose
+// bytes the automaton refuses when fed the output plus the token byte by byte.
+TEST_F(JsonConstraintVocab, MaskEqualsTheByteLevelAutomaton) {
+  const std::vector<std::pair<size_t, std::string>> states = {
+      {0, ""},
+      {0, R"({"age":1)"},
+      {0, R"({"age":12, "name":"Jo)"},
+      {1, R"({"user":{"id":3,"tags":["abcdef)"},
+      {5, R"(["ab", "c)"},
+      {6, R"({"b":-1.)"},
+      {12, "\"h\xC3"},
+      {7, R"({"count":null,"note":"a\u00)"},
+      {16, "\"\xE6\x97\xA5\xE6\x9C\xAC"},
+      {10, R"({"k": [1, {"x": "free text )"},
+      {4, R"({"children":[{"children":[],"value":-)"},
+  };
+  for (const Tokenizer* tok : {small_.get(), large_.get()}) {
+    for (const auto& [si, prefix] : states) {
+      const json schema = json::parse(schemas()[si]);
+      SCOPED_TRACE("schema " + std::to_string(si) + " after " + prefix);
+      auto c = make_json_constraint_factory(*tok, schema)();
+      for (int32_t id : tok->encode_continuation(prefix)) c->accept(id);
+      std::vector<float> logits(static_cast<size_t>(tok->n_vocab()), 0.0f);
+      c->apply(logits);
+      std::vector<std::string> texts;
+      std::vector<int32_t> ids;
+      for (int32_t id = 0; id < tok->n_vocab(); ++id) {
+        if (tok->is_control(id) || tok->is_eog(id) || tok->token_type(id) == TokenType::Unknown ||
+            tok->token_type(id) == TokenType::Unused || tok->token_bytes(id).empty()) {
+          EXPECT_EQ(logits[static_cast<size_t>(id)] == kNegInf, !tok->is_eog(id) || !c->complete())
+              << id;
+          continue;
+        }
+        ids.push_back(id);
+        texts.push_back(prefix + tok->token_bytes(id));
+      }
+      const std::vector<JsonPrefixCheck> checks = check_json_prefixes(schema, texts);
+      size_t allowed = 0;
+      for (size_t k = 0; k < ids.size(); ++k) {
+        const bool banned = logits[static_cast<size_t>(ids[k])] == kNegInf;
+        allowed += !banned;
+        EXPECT_EQ(banned, !checks[k].valid_prefix)
+            << "schema " << si << " after " << prefix << " token " << ids[k] << " '"
+            << tok->token_bytes(ids[k]) << "'";
+      }
+      EXPECT_GT(allowed, 0u) << prefix;
+    }
+  }
 }
 
 // Tokens: control tokens never, end-of-generation only when complete, and nothing but
