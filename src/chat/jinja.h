@@ -34,9 +34,16 @@ using List = std::vector<Value>;
 // A mapping with the insertion order of its keys (JSON objects, dict literals, namespaces).
 struct Dict {
   std::vector<std::pair<std::string, Value>> items;
+  // The keys as written when some are not strings (a literal {0: 'a', 512: 'b'}), aligned with
+  // `items`, whose keys are then their printed form; empty otherwise (JSON objects, namespaces).
+  std::vector<Value> key_values;
+
   const Value* find(std::string_view key) const;
   Value* find(std::string_view key);
   void set(const std::string& key, Value value);
+  void set_key(const Value& key, Value value);  // a number, boolean or none as the key
+  Value key_at(size_t k) const;
+  void erase(size_t k);
 };
 
 struct Args {
@@ -153,7 +160,7 @@ std::shared_ptr<const Program> parse(std::string source);
 
 struct RenderLimits {
   size_t max_output = 16u << 20;       // bytes of rendered text (and of any one string)
-  size_t max_items = 1u << 20;         // elements of any one list
+  size_t max_items = 1u << 17;         // elements of any one list
   int64_t max_loop_iterations = 1000000;
   int64_t max_steps = 50000000;        // expressions and statements evaluated
   int max_depth = 400;                 // nested evaluation (macro recursion included)

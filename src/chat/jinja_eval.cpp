@@ -376,7 +376,7 @@ class Interpreter {
     switch (it.kind) {
       case Kind::List: items = *it.list; break;
       case Kind::Dict:
-        for (const auto& kv : it.dict->items) items.push_back(Value::string(kv.first));
+        for (size_t k = 0; k < it.dict->items.size(); ++k) items.push_back(it.dict->key_at(k));
         break;
       case Kind::String:
         for (std::string& ch : utf8_chars(it.s)) items.push_back(Value::string(std::move(ch)));
@@ -541,11 +541,12 @@ class Interpreter {
         Dict d;
         for (size_t k = 0; k + 1 < e.kids.size(); k += 2) {
           const Value key = eval(*e.kids[k], env);
-          if (key.kind != Kind::String) {
+          if (key.kind != Kind::String && key.kind != Kind::Int && key.kind != Kind::Float &&
+              key.kind != Kind::Bool && key.kind != Kind::None) {
             pos_ = e.kids[k]->pos;
-            error("dict keys must be strings, got " + describe(key));
+            error("dict keys must be strings or numbers, got " + describe(key));
           }
-          d.set(key.s, eval(*e.kids[k + 1], env));
+          d.set_key(key, eval(*e.kids[k + 1], env));
         }
         return Value::make_dict(std::move(d));
       }
@@ -853,8 +854,16 @@ class Interpreter {
       case Kind::Dict:
       case Kind::Namespace: {
         if (key.kind != Kind::String) {
-          if (obj.kind == Kind::Dict && key.kind == Kind::Int) {
-            // JSON object keys are strings; d[0] finds the key "0" as Python would not, so none.
+          if (obj.kind == Kind::Dict && key.kind != Kind::Dict && key.kind != Kind::List &&
+              key.kind != Kind::Namespace && key.kind != Kind::Function) {
+            // Only a literal with number keys has any: JSON object keys are strings.
+            if (obj.dict->key_values.empty() || key.is_undefined()) return Value();
+            const std::string text = to_display(key);
+            for (size_t k = 0; k < obj.dict->items.size(); ++k) {
+              if (obj.dict->items[k].first == text && obj.dict->key_values[k].kind == key.kind) {
+                return obj.dict->items[k].second;
+              }
+            }
             return Value();
           }
           error("cannot look up " + describe(key) + " in a " + obj.type_name());
@@ -1320,8 +1329,8 @@ class Interpreter {
   Value items_of(const Dict& d) {
     List out;
     out.reserve(d.items.size());
-    for (const auto& [k, v] : d.items) {
-      Value pair = Value::make_list({Value::string(k), v});
+    for (size_t k = 0; k < d.items.size(); ++k) {
+      Value pair = Value::make_list({d.key_at(k), d.items[k].second});
       pair.tuple = true;
       out.push_back(std::move(pair));
     }
@@ -1342,7 +1351,7 @@ class Interpreter {
     if (name == "items") return items_of(d);
     if (name == "keys") {
       List out;
-      for (const auto& kv : d.items) out.push_back(Value::string(kv.first));
+      for (size_t k = 0; k < d.items.size(); ++k) out.push_back(d.key_at(k));
       return Value::make_list(std::move(out));
     }
     if (name == "values") {
@@ -1355,17 +1364,17 @@ class Interpreter {
     if (name == "update") {
       if (const Value* other = args.get(0, ""); other && other->kind == Kind::Dict) {
         const Dict copy = *other->dict;
-        for (const auto& [k, v] : copy.items) d.set(k, v);
+        for (size_t k = 0; k < copy.items.size(); ++k) d.set_key(copy.key_at(k), copy.items[k].second);
       }
       for (const auto& [k, v] : args.keywords) d.set(k, v);
       return Value::none();
     }
     if (name == "pop" || name == "setdefault") {
       const std::string key = arg_string(args, 0, "key", name.c_str());
-      for (auto it = d.items.begin(); it != d.items.end(); ++it) {
-        if (it->first == key) {
-          Value v = it->second;
-          if (name == "pop") d.items.erase(it);
+      for (size_t k = 0; k < d.items.size(); ++k) {
+        if (d.items[k].first == key) {
+          Value v = d.items[k].second;
+          if (name == "pop") d.erase(k);
           return v;
         }
       }

@@ -14,18 +14,18 @@
 
 namespace sq::jinja {
 
+// A string key matches a key written as a string only, not the number it looks like.
 const Value* Dict::find(std::string_view key) const {
-  for (const auto& [k, v] : items) {
-    if (k == key) return &v;
+  for (size_t k = 0; k < items.size(); ++k) {
+    if (items[k].first == key && (key_values.empty() || key_values[k].kind == Kind::String)) {
+      return &items[k].second;
+    }
   }
   return nullptr;
 }
 
 Value* Dict::find(std::string_view key) {
-  for (auto& [k, v] : items) {
-    if (k == key) return &v;
-  }
-  return nullptr;
+  return const_cast<Value*>(static_cast<const Dict*>(this)->find(key));
 }
 
 void Dict::set(const std::string& key, Value value) {
@@ -33,7 +33,36 @@ void Dict::set(const std::string& key, Value value) {
     *v = std::move(value);
   } else {
     items.emplace_back(key, std::move(value));
+    if (!key_values.empty()) key_values.push_back(Value::string(key));
   }
+}
+
+void Dict::set_key(const Value& key, Value value) {
+  if (key.kind == Kind::String) {
+    set(key.s, std::move(value));
+    return;
+  }
+  const std::string text = to_display(key);
+  for (size_t k = 0; k < key_values.size(); ++k) {
+    if (items[k].first == text && key_values[k].kind == key.kind) {
+      items[k].second = std::move(value);
+      return;
+    }
+  }
+  if (key_values.empty()) {
+    for (const auto& kv : items) key_values.push_back(Value::string(kv.first));
+  }
+  items.emplace_back(text, std::move(value));
+  key_values.push_back(key);
+}
+
+Value Dict::key_at(size_t k) const {
+  return key_values.empty() ? Value::string(items[k].first) : key_values[k];
+}
+
+void Dict::erase(size_t k) {
+  items.erase(items.begin() + static_cast<std::ptrdiff_t>(k));
+  if (!key_values.empty()) key_values.erase(key_values.begin() + static_cast<std::ptrdiff_t>(k));
 }
 
 const Value* Args::keyword(std::string_view name) const {

@@ -140,6 +140,10 @@ TEST(Jinja, ListAndDictMethods) {
   EXPECT_EQ(render("{% set l = [1] %}{% do l.append(2) %}{% set _ = l.append(3) %}{{ l }}|"
                    "{{ l.pop(0) }}{{ l }}|{{ l|length }}"),
             "[1, 2, 3]|1[2, 3]|2");
+  // Number keys, as ByteDance Seed-OSS's template writes them (Python allows them).
+  EXPECT_EQ(render("{% set d = {0: 'a', 512: 'b'} %}{{ d[512] }}{{ d['512'] is defined }}"
+                   "{% for k, v in d|dictsort(reverse=true) %}|{{ k + 1 }}{{ v }}{% endfor %}"),
+            "bfalse|513b|1a");
   EXPECT_EQ(render("{{ d.get('a') }}|{{ d.get('z', 'no') }}|{{ d.get('z') is none }}|{{ d.keys() }}|"
                    "{{ d.values() }}|{{ d|items|list|length }}",
                    {{"d", {{"a", 1}, {"b", 2}}}}),
