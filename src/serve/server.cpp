@@ -168,6 +168,9 @@ struct RequestRecord {
   int32_t completion_tokens = -1;
   int32_t cached_tokens = -1;
   bool client_gone = false;
+  // Answered before its body was read (401, 503): the unread body would be taken for the next
+  // request, so the connection closes after the response.
+  bool close_connection = false;
 };
 
 // httplib serves a connection on one worker thread from its first byte to its close: the handlers
@@ -294,7 +297,7 @@ class HttpServer final : public httplib::Server {
                         {"ms", std::chrono::duration<double, std::milli>(Clock::now() - ctx.record.start).count()}});
           break;
         }
-        if (!ok || closed) break;
+        if (!ok || closed || ctx.record.close_connection) break;
       }
       t_conn = nullptr;
     }
@@ -505,6 +508,12 @@ void Server::Impl::setup() {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     const std::string route = route_of(req.path);
     if (t_conn) t_conn->record.route = route;
+    const auto reject = [&](const ApiError& e) {
+      send_error(res, e);
+      res.set_header("Connection", "close");
+      if (t_conn) t_conn->record.close_connection = true;
+      return httplib::Server::HandlerResponse::Handled;
+    };
     const bool guarded = req.path.rfind("/v1/", 0) == 0 || req.path == "/metrics";
     if (guarded && !options.api_keys.empty()) {
       const std::string auth = req.get_header_value("Authorization");
@@ -515,15 +524,13 @@ void Server::Impl::setup() {
         for (const std::string& key : options.api_keys) ok |= same_key(given, key);  // no early exit
       }
       if (!ok) {
-        send_error(res, ApiError(401, "invalid_request_error", "", "invalid_api_key",
-                                 auth.empty() ? "no API key: send it as Authorization: Bearer KEY"
-                                              : "the API key is not valid"));
-        return httplib::Server::HandlerResponse::Handled;
+        return reject(ApiError(401, "invalid_request_error", "", "invalid_api_key",
+                               auth.empty() ? "no API key: send it as Authorization: Bearer KEY"
+                                            : "the API key is not valid"));
       }
     }
     if (draining.load() && route != "/health" && route != "/metrics") {
-      send_error(res, ApiError(503, "server_error", "", "shutting_down", "the server is shutting down"));
-      return httplib::Server::HandlerResponse::Handled;
+      return reject(ApiError(503, "server_error", "", "shutting_down", "the server is shutting down"));
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });

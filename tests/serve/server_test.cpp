@@ -714,6 +714,23 @@ TEST_F(ServerTest, ApiKeysAre401) {
   post("/v1/chat/completions", chat_body(), 401, {{"Authorization", "sk-first"}});
   post("/v1/chat/completions", chat_body(), 200, {{"Authorization", "Bearer sk-first"}});
   post("/v1/chat/completions", chat_body(), 200, {{"Authorization", "Bearer sk-second-key"}});
+  // A 401 is sent before the body is read; on a kept-alive connection that body must not be taken
+  // for the next request: the server closes the connection after the 401 instead.
+  const int fd = connect_to(server_->port());
+  const std::string payload = chat_body().dump();
+  std::string two;
+  for (const char* auth : {"", "Authorization: Bearer sk-first\r\n"}) {
+    two += std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n") + auth +
+           "Content-Type: application/json\r\nContent-Length: " + std::to_string(payload.size()) + "\r\n\r\n" +
+           payload;
+  }
+  ASSERT_EQ(::send(fd, two.data(), two.size(), MSG_NOSIGNAL), static_cast<ssize_t>(two.size()));
+  std::string got;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) got.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  EXPECT_EQ(got.rfind("HTTP/1.1 401", 0), 0u) << got;
+  EXPECT_EQ(got.find("HTTP/1.1", 1), std::string::npos) << "one response, then the connection closes: " << got;
   auto r = client_->Get("/v1/models");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);
