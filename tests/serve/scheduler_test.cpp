@@ -543,6 +543,93 @@ TEST(Scheduler, ARequestsErrorDoesNotStopTheLoop) {
   EXPECT_EQ(s.metrics().kv_blocks_used, 0);
 }
 
+// Length of the UTF-8 sequence a lead byte starts (0 for a continuation or invalid byte).
+int utf8_length(unsigned char c) {
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return 2;
+  if (c >= 0xE0 && c <= 0xEF) return 3;
+  if (c >= 0xF0 && c <= 0xF4) return 4;
+  return 0;
+}
+
+// Whether `a` ends inside a multi-byte character (its lead byte and fewer continuation bytes than
+// the lead asks for) and `b` goes on with a continuation byte of it.
+bool splits_character(const std::string& a, const std::string& b) {
+  if (b.empty() || (static_cast<unsigned char>(b[0]) & 0xC0) != 0x80) return false;
+  for (size_t back = 1; back <= 3 && back <= a.size(); ++back) {
+    const int len = utf8_length(static_cast<unsigned char>(a[a.size() - back]));
+    if (len == 0) continue;  // a continuation byte: look further back
+    return static_cast<size_t>(len) > back;
+  }
+  return false;
+}
+
+TEST(Scheduler, DeltasHoldWholeCharacters) {
+  const std::string path = test::shared_path("models/extras/llama-2-tiny-random.gguf");
+  if (path.empty()) GTEST_SKIP() << "llama-2-tiny-random.gguf not found (set SQUEEZE_SHARED)";
+  auto engine = Engine::load({path, ""});
+  SchedulerOptions opt = small_options();
+  Scheduler s(*engine, opt);
+  // A random model over the Llama 2 vocabulary draws byte tokens (<0xE4> ...) that split
+  // characters; a prompt in Chinese makes them likelier.
+  auto prompt = engine->tokenizer()->encode("从前有一只小狗，它住在山里。", true, false);
+  int split_tokens = 0;
+  int raw_splits = 0;  // places where sending each token's bytes as they come would split one
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    GenerateRequest r;
+    r.prompt = prompt;
+    r.max_tokens = 48;
+    r.sampling.temperature = 1.0f;
+    r.sampling.top_k = 0;
+    r.sampling.top_p = 1.0f;
+    r.sampling.min_p = 0.0f;
+    r.sampling.seed = seed;
+    r.sampling.logit_bias.clear();
+    // Favour the three byte tokens of U+4E2D (E4 B8 AD): the draws put them in every order, whole
+    // characters spread over three tokens among them.
+    for (int b : {0xE4, 0xB8, 0xAD}) {
+      const int32_t id = engine->tokenizer()->byte_token(static_cast<uint8_t>(b));
+      ASSERT_GE(id, 0);
+      r.sampling.logit_bias.push_back({id, 12.0f});
+    }
+    auto h = s.submit(r);
+    std::vector<std::string> texts;
+    std::vector<int32_t> tokens;
+    Event e;
+    while (h->next(e, 20s)) {
+      if (e.kind == Event::Kind::Delta) {
+        texts.push_back(e.text);
+        for (auto& t : e.tokens) {
+          tokens.push_back(t.token);
+          if (t.bytes.size() == 1 && static_cast<unsigned char>(t.bytes[0]) >= 0x80) ++split_tokens;
+        }
+      }
+      if (e.kind == Event::Kind::Done || e.kind == Event::Kind::Error) break;
+    }
+    ASSERT_EQ(e.kind, Event::Kind::Done) << e.message;
+    std::string all;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      all += texts[i];
+      if (i + 1 < texts.size()) {
+        EXPECT_FALSE(splits_character(texts[i], texts[i + 1])) << "seed " << seed << " delta " << i;
+      }
+    }
+    // The text is the exact decoding of the tokens (nothing lost or repaired).
+    std::string expected;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const std::string piece = engine->tokenizer()->token_bytes(tokens[i]);
+      if (i + 1 < tokens.size() &&
+          splits_character(piece, engine->tokenizer()->token_bytes(tokens[i + 1]))) {
+        ++raw_splits;
+      }
+      expected += piece;
+    }
+    EXPECT_EQ(all, expected);
+  }
+  EXPECT_GT(split_tokens, 10) << "the sampled text had too few byte tokens to test anything";
+  EXPECT_GT(raw_splits, 0) << "no character was split across tokens: nothing was tested";
+}
+
 TEST(Scheduler, ShutdownLetsRunningRequestsFinish) {
   REQUIRE_STORIES();
   Scheduler s(*engine, small_options());
