@@ -43,6 +43,8 @@ constexpr uint32_t kMaxFracDigits = 15;   // digits after the point
 constexpr uint32_t kMaxBoundedDigits = 18;  // both together when bounds are checked (exact uint64)
 constexpr size_t kMaxProperties = 256;    // declared properties of one object (key tries are P^2)
 constexpr uint32_t kUnbounded = std::numeric_limits<uint32_t>::max();
+constexpr int kMaxSchemaDepth = 128;      // nested subschemas, $ref hops included
+constexpr size_t kMaxAlternatives = 64;   // frames one value start may expand into (anyOf)
 
 enum class Kind : uint8_t { Root, Any, Object, Array, String, Number, Literal, AnyOf, Alias };
 
@@ -222,6 +224,17 @@ class SchemaCompiler {
   }
 
   int32_t compile(const json& s, const std::string& path) {
+    // The compiler recurses along the schema (and through $ref); a hostile schema nested thousands
+    // deep must not overflow the stack.
+    if (depth_ >= kMaxSchemaDepth) {
+      fail<InvalidArgument>("{}: the schema is nested more than {} levels deep", path,
+                            kMaxSchemaDepth);
+    }
+    ++depth_;
+    struct Leave {
+      int& d;
+      ~Leave() { --d; }
+    } leave{depth_};
     if (s.is_boolean()) {
       if (!s.get<bool>()) fail<InvalidArgument>("{}: the schema false accepts no value", path);
       return g_.any;
@@ -455,8 +468,6 @@ class SchemaCompiler {
       for (const auto& [name, sub] : p.items()) {
         props.push_back({name, -1, false});
       }
-      // nlohmann keeps object keys sorted; the schema's own order is lost, so properties come out
-      // in key order. Any order validates.
       for (Prop& prop : props) {
         prop.node = compile(p[prop.name], path + ".properties." + prop.name);
       }
@@ -496,6 +507,13 @@ class SchemaCompiler {
         props.push_back({name, extra >= 0 ? extra : g_.any, true});
       }
     }
+    // The order properties come out in. nlohmann::json keeps object keys sorted, so the order of
+    // "properties" in the request is lost; "required" is an array and keeps it, and the order of
+    // fields matters to a model (a "reasoning" field before the "answer"). So: required properties
+    // in the order of "required", then the optional ones in key order. Any order validates.
+    std::stable_sort(props.begin(), props.end(), [&](const Prop& x, const Prop& y) {
+      return required_rank(s, x) < required_rank(s, y);
+    });
     if (props.size() > kMaxProperties) {
       fail<InvalidArgument>("{}.properties: {} properties; squeeze supports at most {} per object",
                             path, props.size(), kMaxProperties);
@@ -505,6 +523,15 @@ class SchemaCompiler {
     n.extra = extra;
     n.free_keys = n.props.empty() && extra != -2;
     return idx;
+  }
+
+  static size_t required_rank(const json& s, const Prop& p) {
+    if (!p.required) return std::numeric_limits<size_t>::max();
+    const json& r = s["required"];
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (r[i] == p.name) return i;
+    }
+    return std::numeric_limits<size_t>::max();
   }
 
   int32_t compile_array(const json& s, const std::string& path) {
@@ -618,6 +645,24 @@ class SchemaCompiler {
       state[static_cast<size_t>(i)] = 2;
     };
     for (size_t i = 0; i < g_.nodes.size(); ++i) visit(static_cast<int32_t>(i));
+    // Every byte that starts a value steps each alternative: nested anyOfs multiply, and the
+    // product is work per vocabulary trie node.
+    std::vector<size_t> size(g_.nodes.size(), 0);
+    std::function<size_t(int32_t)> expansion = [&](int32_t i) -> size_t {
+      size_t& sz = size[static_cast<size_t>(i)];
+      if (sz != 0) return sz;
+      if (node(i).kind != Kind::AnyOf) return sz = 1;
+      size_t total = 0;
+      for (int32_t a : node(i).alts) total = std::min(total + expansion(a), kMaxAlternatives + 1);
+      return sz = total;
+    };
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      if (expansion(static_cast<int32_t>(i)) > kMaxAlternatives) {
+        fail<InvalidArgument>("schema: an anyOf/oneOf (nested ones and type arrays counted together) "
+                              "with more than {} alternatives is not supported",
+                              kMaxAlternatives);
+      }
+    }
   }
 
  public:
@@ -861,6 +906,7 @@ class SchemaCompiler {
   std::vector<PendingLiteral> pending_literals_;
   std::vector<PendingOneOf> pending_one_ofs_;
   int32_t finish_objects_from_ = 0;
+  int depth_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -377,6 +377,16 @@ TEST(JsonConstraint, UnsupportedAndInvalidSchemasNameThePath) {
   expect_invalid(R"({"type":"object","properties":{"a":false}})", "schema.properties.a: the schema false");
   expect_invalid(R"({"type":"object","anyOf":[{"required":["a"]}]})", "schema.type: 'type' beside 'anyOf'");
   expect_invalid(R"(["string"])", "schema: a schema must be an object or a boolean");
+  std::string deep = R"({"type":"string"})";
+  for (int i = 0; i < 2000; ++i) deep = R"({"type":"array","items":)" + deep + "}";
+  expect_invalid(deep, "nested more than 128 levels deep");
+  json wide = {{"anyOf", json::array()}};
+  for (int i = 0; i < 10; ++i) {
+    json inner = {{"anyOf", json::array()}};
+    for (int k = 0; k < 10; ++k) inner["anyOf"].push_back({{"const", i * 10 + k}});
+    wide["anyOf"].push_back(inner);
+  }
+  expect_invalid(wide.dump(), "more than 64 alternatives");
 }
 
 JsonPrefixCheck check(const std::string& schema, const std::string& text) {
@@ -466,16 +476,22 @@ TEST(JsonConstraint, NumbersAreBounded) {
 }
 
 TEST(JsonConstraint, ObjectsEmitDeclaredPropertiesInOrder) {
-  // Properties come in key order (nlohmann keeps keys sorted); optional ones may be skipped.
+  // Required properties in the order of "required" (the order of "properties" is lost: nlohmann
+  // keeps keys sorted), then optional ones in key order; optional ones may be skipped.
+  const std::string order =
+      R"({"type":"object","properties":{"answer":{"type":"integer"},"reasoning":{"type":"string"},"note":{"type":"string"}},"required":["reasoning","answer"]})";
+  expect_complete(order, R"({"reasoning":"x","answer":1})");
+  expect_complete(order, R"({"reasoning":"x","answer":1,"note":""})");
+  expect_refused(order, R"({"answer":1)", 2);
   const std::string s = schemas()[15];
   expect_complete(s, R"({"c":true})");
-  expect_complete(s, R"({"a":1,"b":"xy","c":false,"d":null})");
-  expect_complete(s, R"({"a":1, "c":true})");
-  expect_refused(s, R"({"c":true,"a":1})", 11);
+  expect_complete(s, R"({"c":false,"a":1,"b":"xy","d":null})");
+  expect_complete(s, R"({"c":true, "b":"x"})");
+  expect_refused(s, R"({"c":true,"b":"x","a":1})", 19);
   expect_refused(s, R"({})", 1);
-  expect_refused(s, R"({"a":1})", 6);
+  expect_refused(s, R"({"a":1})", 2);
   expect_refused(s, R"({"e":1})", 2);
-  expect_refused(s, R"({"b":"abcd")", 9);
+  expect_refused(s, R"({"c":true,"b":"abcd")", 18);
 }
 
 TEST(JsonConstraint, ArraysEnumsAnyOfAndRefs) {
@@ -496,8 +512,8 @@ TEST(JsonConstraint, ArraysEnumsAnyOfAndRefs) {
   expect_refused(any, "-21", 2);
   expect_complete(any, "[1.5, -2]");
   const std::string tree = schemas()[4];
-  expect_complete(tree, R"({"children":[{"children":[],"value":2}],"value":1})");
-  expect_refused(tree, R"({"children":[{"value":2)", 15);
+  expect_complete(tree, R"({"value":1,"children":[{"value":2,"children":[]}]})");
+  expect_refused(tree, R"({"value":1,"children":[{"children")", 25);
   const std::string tuple = schemas()[9];
   expect_complete(tuple, R"(["a",1])");
   expect_complete(tuple, R"(["a",1,true])");
@@ -513,16 +529,16 @@ TEST(JsonConstraint, ArraysEnumsAnyOfAndRefs) {
 TEST_F(JsonConstraintVocab, MaskEqualsTheByteLevelAutomaton) {
   const std::vector<std::pair<size_t, std::string>> states = {
       {0, ""},
-      {0, R"({"age":1)"},
-      {0, R"({"age":12, "name":"Jo)"},
+      {0, R"({"name":"x","age":1)"},
+      {0, R"({"name":"Jo)"},
       {1, R"({"user":{"id":3,"tags":["abcdef)"},
       {5, R"(["ab", "c)"},
-      {6, R"({"b":-1.)"},
+      {6, R"({"i":1,"n":2,"b":-1.)"},
       {12, "\"h\xC3"},
-      {7, R"({"count":null,"note":"a\u00)"},
+      {7, R"({"note":"a\u00)"},
       {16, "\"\xE6\x97\xA5\xE6\x9C\xAC"},
       {10, R"({"k": [1, {"x": "free text )"},
-      {4, R"({"children":[{"children":[],"value":-)"},
+      {4, R"({"value":1,"children":[{"value":-)"},
   };
   for (const Tokenizer* tok : {small_.get(), large_.get()}) {
     for (const auto& [si, prefix] : states) {
