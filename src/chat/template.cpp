@@ -186,7 +186,7 @@ std::string ChatTemplate::render_value(const jinja::Value& messages,
                              jinja::Value::boolean(options.add_generation_prompt));
   input.globals.emplace_back("bos_token", jinja::Value::string(options.bos_token));
   input.globals.emplace_back("eos_token", jinja::Value::string(options.eos_token));
-  if (!options.tools.is_null()) input.globals.emplace_back("tools", jinja::from_json(options.tools));
+  input.globals.emplace_back("tools", jinja::from_json(options.tools));
   if (options.extra_context.is_object()) {
     for (auto it = options.extra_context.begin(); it != options.extra_context.end(); ++it) {
       input.globals.emplace_back(it.key(), jinja::from_json(it.value()));

@@ -24,7 +24,9 @@ struct ChatRenderOptions {
   // JSON with the key order kept: a tool's schema is printed into the prompt in the order the
   // client wrote it, as Python's json and JavaScript keep it. (A nlohmann::json assigned here
   // converts, with its keys sorted.)
-  nlohmann::ordered_json tools;          // null: no tools variable
+  // null: `tools` is none in the template, as transformers renders it (tools=None), so that
+  // `tools is not none` and `tools | length` behave as template authors tested them.
+  nlohmann::ordered_json tools;
   nlohmann::ordered_json extra_context;  // object: more variables (enable_thinking, ...), or null
   // What strftime_now() sees: "YYYY-MM-DD" or "YYYY-MM-DD HH:MM[:SS]"; empty: the local clock.
   // Tests and `squeeze template --date` fix it so that a render is reproducible.

@@ -77,7 +77,8 @@ for (const [templateDir, file] of files) {
         eos_token: spec.eos_token,
         strftime_now: strftimeNow,
       };
-      if (c.tools !== undefined) vars.tools = structuredClone(c.tools);
+      // As transformers renders: `tools` is always defined, none when the request has no tools.
+      vars.tools = c.tools !== undefined ? structuredClone(c.tools) : null;
       const text = template.render(vars);
       out[name][c.name] = { text };
     } catch (e) {
