@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "model/gguf.h"
 #include "support.h"
 
 namespace sq {
@@ -50,6 +51,29 @@ TEST(TemplateCli, ModelWithoutTemplateFallsBackToChatml) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_NE(r.err.find("chatml"), std::string::npos) << r.err;
+}
+
+TEST(TemplateCli, ModelTemplateAndSpecialTokensComeFromGgufMetadata) {
+  SQ_REQUIRE_BINARY();
+  test::TempDir dir;
+  // A vocabulary-only GGUF file: `template -m` reads metadata and needs no weights.
+  GgufWriter w;
+  w.set("general.architecture", GgufValue::of_string("llama"));
+  w.set("tokenizer.ggml.model", GgufValue::of_string("llama"));
+  w.set("tokenizer.ggml.tokens", GgufValue::of_strings({"<unk>", "<|begin|>", "<|end|>", "a"}));
+  w.set("tokenizer.ggml.scores", GgufValue::of_f32s({0, 0, 0, -1}));
+  w.set("tokenizer.ggml.token_type", GgufValue::of_i32s({2, 3, 3, 1}));
+  w.set("tokenizer.ggml.bos_token_id", GgufValue::of_u32(1));
+  w.set("tokenizer.ggml.eos_token_id", GgufValue::of_u32(2));
+  w.set("tokenizer.chat_template",
+        GgufValue::of_string("{{ bos_token }}{% for m in messages %}[{{ m.role }}:{{ m.content }}]"
+                             "{{ eos_token }}{% endfor %}{% if add_generation_prompt %}>{% endif %}"));
+  w.write(dir.file("vocab.gguf"));
+  write(dir.file("m.json"), R"([{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}])");
+  auto r = squeeze("template -m " + quote(dir.file("vocab.gguf")) + " --messages " + quote(dir.file("m.json")));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "<|begin|>[user:U]<|end|>[assistant:A]<|end|>>");
+  EXPECT_TRUE(r.err.empty()) << r.err;
 }
 
 TEST(TemplateCli, ErrorsAreOneLineAndSayWhatIsWrong) {
