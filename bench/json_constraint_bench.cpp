@@ -77,13 +77,13 @@ void BM_JsonConstraintStart(benchmark::State& state) {
   run(state, nlohmann::json::parse(kSchema), "");
 }
 void BM_JsonConstraintInString(benchmark::State& state) {
-  run(state, nlohmann::json::parse(kSchema), R"({"address":{"city":"San Fr)");
+  run(state, nlohmann::json::parse(kSchema), R"({"name":"Ada","age":36,"tags":[],"address":{"city":"San Fr)");
 }
 void BM_JsonConstraintKey(benchmark::State& state) {
-  run(state, nlohmann::json::parse(kSchema), R"({"address":{"city":"Paris",)");
+  run(state, nlohmann::json::parse(kSchema), R"({"name":"Ada",)");
 }
 void BM_JsonConstraintInteger(benchmark::State& state) {
-  run(state, nlohmann::json::parse(kSchema), R"({"address":{"city":"Paris","zip":null},"age":1)");
+  run(state, nlohmann::json::parse(kSchema), R"({"name":"Ada","age":1)");
 }
 void BM_JsonConstraintAnyValue(benchmark::State& state) {
   run(state, nlohmann::json(nullptr), R"({"a":)");

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string_view>
 #include <utility>
@@ -1539,8 +1540,8 @@ struct VocabTrie {
   std::vector<int32_t> tokens;
 };
 
-struct Shared {
-  Grammar grammar;
+// What depends on the tokenizer only; shared by every schema's factory (see vocab_for).
+struct Vocab {
   VocabTrie trie;          // every token that can appear in the output
   VocabTrie string_trie;   // the tokens that are not plain string text (see plain_string_chars)
   std::vector<int32_t> plain_ids;     // plain string tokens, fewest code points first
@@ -1549,6 +1550,11 @@ struct Shared {
   std::vector<int32_t> eog;
   int32_t n_vocab = 0;
   size_t max_len = 0;
+};
+
+struct Shared {
+  Grammar grammar;
+  std::shared_ptr<const Vocab> vocab;
 };
 
 VocabTrie build_trie(const std::vector<std::string>& token_bytes, const std::vector<int32_t>& ids) {
@@ -1588,7 +1594,7 @@ VocabTrie build_trie(const std::vector<std::string>& token_bytes, const std::vec
   return trie;
 }
 
-void build_tries(Shared& sh) {
+void build_tries(Vocab& sh) {
   std::vector<int32_t> all, other;
   std::vector<std::pair<int, int32_t>> plain;
   for (int32_t id = 0; id < sh.n_vocab; ++id) {
@@ -1615,14 +1621,14 @@ void build_tries(Shared& sh) {
 class JsonConstraint final : public TokenConstraint {
  public:
   explicit JsonConstraint(std::shared_ptr<const Shared> shared)
-      : shared_(std::move(shared)), machine_(&shared_->grammar), levels_(shared_->max_len + 1) {
+      : shared_(std::move(shared)), machine_(&shared_->grammar), levels_(shared_->vocab->max_len + 1) {
     state_.n = 1;
     state_.s[0] = Machine::initial();
-    allowed_.resize(static_cast<size_t>(shared_->n_vocab));
+    allowed_.resize(static_cast<size_t>(shared_->vocab->n_vocab));
   }
 
   void apply(std::span<float> logits) override {
-    const Shared& sh = *shared_;
+    const Vocab& sh = *shared_->vocab;
     std::fill(allowed_.begin(), allowed_.end(), uint8_t{0});
     if (!finished()) {
       const Frame& top = state_.s[0].top;
@@ -1630,7 +1636,7 @@ class JsonConstraint final : public TokenConstraint {
         // Inside a string nearly every token is allowed; walking them all through the automaton
         // is the slow case. Plain text tokens only add code points: allow those that fit at once,
         // and walk only the others (quotes, escapes, partial characters).
-        const uint32_t max_len = sh.grammar.nodes[static_cast<size_t>(top.node)].max_len;
+        const uint32_t max_len = shared_->grammar.nodes[static_cast<size_t>(top.node)].max_len;
         const uint32_t room = max_len - std::min(max_len, top.count);
         const auto fit = static_cast<size_t>(
             std::upper_bound(sh.plain_chars.begin(), sh.plain_chars.end(), room) -
@@ -1652,7 +1658,7 @@ class JsonConstraint final : public TokenConstraint {
   }
 
   void accept(int32_t token) override {
-    const Shared& sh = *shared_;
+    const Vocab& sh = *shared_->vocab;
     if (token < 0 || token >= sh.n_vocab) {
       fail<InvalidArgument>("token {} is out of range: the vocabulary has {} tokens", token,
                             sh.n_vocab);
@@ -1773,24 +1779,62 @@ class JsonConstraint final : public TokenConstraint {
   bool finished_ = false;
 };
 
+// The vocabulary tables of a tokenizer, built once: a server makes a factory per request, and
+// building the tries of a 32,000-token vocabulary costs about 10 ms. Keyed by the tokenizer's address and a fingerprint of its vocabulary, so that a new
+// tokenizer at the address of a freed one is not mistaken for it.
+std::shared_ptr<const Vocab> vocab_for(const Tokenizer& tokenizer) {
+  uint64_t fingerprint = static_cast<uint64_t>(tokenizer.n_vocab());
+  auto mix = [&](uint64_t x) { fingerprint = (fingerprint ^ x) * 0x100000001B3ull + (x >> 7); };
+  for (int32_t id = 0; id < tokenizer.n_vocab(); ++id) {
+    mix(std::hash<std::string_view>{}(tokenizer.token_text(id)));
+    mix(static_cast<uint64_t>(tokenizer.token_type(id)));
+  }
+  for (int32_t id : tokenizer.eog_ids()) mix(static_cast<uint64_t>(id));
+  mix(static_cast<uint64_t>(tokenizer.model()));
+
+  // The few most recently used vocabularies stay alive between requests (a server usually has one
+  // tokenizer); a few MB each.
+  constexpr size_t kKept = 4;
+  using Key = std::pair<const Tokenizer*, uint64_t>;
+  static std::mutex mutex;
+  static std::vector<std::pair<Key, std::shared_ptr<const Vocab>>> cache;  // most recent first
+  const Key key(&tokenizer, fingerprint);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (size_t i = 0; i < cache.size(); ++i) {
+      if (cache[i].first == key) {
+        std::rotate(cache.begin(), cache.begin() + static_cast<std::ptrdiff_t>(i),
+                    cache.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+        return cache.front().second;
+      }
+    }
+  }
+  auto v = std::make_shared<Vocab>();
+  v->n_vocab = tokenizer.n_vocab();
+  v->token_bytes.resize(static_cast<size_t>(v->n_vocab));
+  for (int32_t id = 0; id < v->n_vocab; ++id) {
+    const TokenType type = tokenizer.token_type(id);
+    if (type == TokenType::Control || type == TokenType::Unknown || type == TokenType::Unused) {
+      continue;
+    }
+    if (tokenizer.is_eog(id)) continue;
+    v->token_bytes[static_cast<size_t>(id)] = tokenizer.token_bytes(id);
+  }
+  v->eog = tokenizer.eog_ids();
+  build_tries(*v);
+  std::lock_guard<std::mutex> lock(mutex);
+  cache.insert(cache.begin(), {key, v});
+  if (cache.size() > kKept) cache.pop_back();
+  return v;
+}
+
 }  // namespace
 
 std::function<std::unique_ptr<TokenConstraint>()> make_json_constraint_factory(
     const Tokenizer& tokenizer, const nlohmann::json& schema) {
   auto shared = std::make_shared<Shared>();
   SchemaCompiler(schema, shared->grammar).compile_root();
-  shared->n_vocab = tokenizer.n_vocab();
-  shared->token_bytes.resize(static_cast<size_t>(shared->n_vocab));
-  for (int32_t id = 0; id < shared->n_vocab; ++id) {
-    const TokenType type = tokenizer.token_type(id);
-    if (type == TokenType::Control || type == TokenType::Unknown || type == TokenType::Unused) {
-      continue;
-    }
-    if (tokenizer.is_eog(id)) continue;
-    shared->token_bytes[static_cast<size_t>(id)] = tokenizer.token_bytes(id);
-  }
-  shared->eog = tokenizer.eog_ids();
-  build_tries(*shared);
+  shared->vocab = vocab_for(tokenizer);
   std::shared_ptr<const Shared> frozen = shared;
   return [frozen]() -> std::unique_ptr<TokenConstraint> {
     return std::make_unique<JsonConstraint>(frozen);
