@@ -115,6 +115,7 @@ struct Seq {
   std::unique_ptr<StreamDecoder> decoder;
   std::unique_ptr<StopMatcher> stops;
   std::unique_ptr<TokenConstraint> constraint;
+  std::vector<uint64_t> prompt_names;  // chained names of the prompt's full blocks (prefix cache)
   std::string text;                   // released text not sent yet
   std::vector<SampledToken> pending;  // tokens not sent yet
   bool finished = false;
@@ -127,7 +128,8 @@ struct Scheduler::Impl {
 
   void loop();
   void step();
-  bool admit(const std::shared_ptr<Request>& req);
+  enum class Admission { Admitted, NoRoom, Wait };
+  Admission admit(const std::shared_ptr<Request>& req);
   void sample(Seq& seq, const float* logits);
   void finish_choice(Seq& seq, const std::string& reason);
   void cancel_request(const std::shared_ptr<Request>& req);
@@ -251,9 +253,11 @@ void Scheduler::Impl::loop() {
 }
 
 // Places a waiting request into the batch: its sequences, their samplers, and the blocks of the
-// whole prompt (reused from the prefix cache where they can be). False when the pool cannot hold
-// the prompt now.
-bool Scheduler::Impl::admit(const std::shared_ptr<Request>& req) {
+// whole prompt (reused from the prefix cache where they can be). NoRoom when the pool cannot hold
+// the prompt now; Wait when a running sequence is computing the next block of this prompt right
+// now, so that a prefix shared by requests arriving together (a system prompt) is computed once:
+// the request is admitted once that block is published.
+Scheduler::Impl::Admission Scheduler::Impl::admit(const std::shared_ptr<Request>& req) {
   const GenerateRequest& g = req->request;
   auto first = std::make_unique<Seq>();
   first->req = req;
@@ -262,11 +266,30 @@ bool Scheduler::Impl::admit(const std::shared_ptr<Request>& req) {
   int32_t cached = 0;
   if (!req->embedding) {
     // At least the last prompt token is run: its logits start the generation.
-    cached = kv->attach_prefix(first->kv, g.prompt, first->n_prompt - 1);
+    const int32_t limit = first->n_prompt - 1;
+    const int32_t bs = kv->block_size();
+    uint64_t name = 0;
+    for (int32_t at = 0; at + bs <= limit; at += bs) {
+      name = PagedKvCache::chain_hash(
+          name, std::span<const int32_t>(g.prompt).subspan(static_cast<size_t>(at), static_cast<size_t>(bs)));
+      first->prompt_names.push_back(name);
+    }
+    cached = kv->attach_prefix(first->kv, g.prompt, limit);
+    const auto next = static_cast<size_t>(cached / bs);
+    if (next < first->prompt_names.size()) {
+      for (const auto& s : running) {
+        if (s->state == SeqState::Prefill && !s->finished && s->prompt_names.size() > next &&
+            s->prompt_names[next] == first->prompt_names[next] &&
+            s->kv.n_named <= static_cast<int32_t>(next)) {
+          kv->free(first->kv);
+          return Admission::Wait;
+        }
+      }
+    }
   }
   if (!kv->reserve(first->kv, first->n_prompt)) {
     kv->free(first->kv);
-    return false;
+    return Admission::NoRoom;
   }
   req->usage.prompt_tokens = first->n_prompt;
   req->usage.cached_tokens = cached;
@@ -274,7 +297,7 @@ bool Scheduler::Impl::admit(const std::shared_ptr<Request>& req) {
   if (req->embedding) {
     req->pooled.assign(static_cast<size_t>(model.config.n_embd), 0.0);
     running.push_back(std::move(first));
-    return true;
+    return Admission::Admitted;
   }
   for (int32_t i = 0; i < g.n; ++i) {
     std::unique_ptr<Seq> s;
@@ -296,7 +319,7 @@ bool Scheduler::Impl::admit(const std::shared_ptr<Request>& req) {
     if (g.make_constraint) s->constraint = g.make_constraint();
     running.push_back(std::move(s));
   }
-  return true;
+  return Admission::Admitted;
 }
 
 void Scheduler::Impl::send_done(Request& req, Clock::time_point now) {
@@ -542,15 +565,15 @@ void Scheduler::Impl::step() {
       if (running_count() + need > options.parallel) break;
       waiting.pop_front();
     }
-    bool ok = false;
+    Admission a = Admission::NoRoom;
     try {
-      ok = admit(req);
+      a = admit(req);
     } catch (const std::exception& e) {
       fail_request(req, e.what());
       continue;
     }
-    if (!ok) {
-      if (running.empty()) {
+    if (a != Admission::Admitted) {
+      if (a == Admission::NoRoom && running.empty()) {
         fail_request(req, "the KV cache cannot hold this prompt even with nothing else running");
         continue;
       }

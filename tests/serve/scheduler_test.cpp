@@ -227,6 +227,38 @@ TEST(Scheduler, SharesPromptPrefixes) {
   EXPECT_GT(m.kv_blocks_cached, 0);
 }
 
+TEST(Scheduler, RequestsArrivingTogetherComputeASharedPromptOnce) {
+  REQUIRE_STORIES();
+  SchedulerOptions opt = small_options();
+  opt.prefill_chunk = 16;  // the shared prompt takes several steps
+  Scheduler s(*engine, opt);
+  auto system = encode(*engine,
+                       "Once upon a time, there was a little girl named Lily. She loved to play "
+                       "outside in the sun with her dog and her ball. One day, she went to the park");
+  ASSERT_GT(system.size(), 40u);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::shared_ptr<RequestHandle>> hs;
+  for (const char* tail : {" and saw a bird", " and met Tom", " and found a box", " and"}) {
+    auto p = system;
+    auto more = engine->tokenizer()->encode(tail, false, false);
+    p.insert(p.end(), more.begin(), more.end());
+    prompts.push_back(p);
+    hs.push_back(s.submit(greedy(p, 20)));
+  }
+  int32_t cached = 0;
+  const int32_t shared_blocks = static_cast<int32_t>(system.size()) / 8 * 8;
+  for (size_t i = 0; i < hs.size(); ++i) {
+    Outcome o = collect(*hs[i]);
+    ASSERT_TRUE(o.done) << o.error;
+    EXPECT_EQ(o.choices[0].tokens, reference(*engine, prompts[i], 20).tokens);
+    if (i > 0) {
+      EXPECT_GE(o.usage.cached_tokens, shared_blocks) << "request " << i;
+    }
+    cached += o.usage.cached_tokens;
+  }
+  EXPECT_EQ(s.metrics().cached_prompt_tokens_total, cached);
+}
+
 TEST(Scheduler, BlocksReturnAfterCompletionAndCancel) {
   REQUIRE_STORIES();
   Scheduler s(*engine, small_options());
