@@ -88,21 +88,36 @@ std::string strip_chars(const std::string& s, const Value* chars, bool left, boo
     }
     return s.substr(a, b - a);
   }
-  const std::vector<std::string> set = utf8_chars(chars->s);
-  auto in_set = [&](const std::string& ch) {
-    return std::find(set.begin(), set.end(), ch) != set.end();
-  };
-  std::vector<std::string> cs = utf8_chars(s);
-  size_t i = 0, j = cs.size();
+  std::vector<uint32_t> set;
+  for (size_t k = 0; k < chars->s.size();) {
+    size_t len = 0;
+    set.push_back(utf8_decode(chars->s, k, &len));
+    k += len;
+  }
+  auto in_set = [&](uint32_t cp) { return std::find(set.begin(), set.end(), cp) != set.end(); };
   if (left) {
-    while (i < j && in_set(cs[i])) ++i;
+    while (a < b) {
+      size_t len = 0;
+      if (!in_set(utf8_decode(s, a, &len))) break;
+      a += len;
+    }
   }
   if (right) {
-    while (j > i && in_set(cs[j - 1])) --j;
+    while (b > a) {
+      size_t start = b - 1;  // back to the first byte of the last character
+      while (start > a && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80 && b - start < 4) --start;
+      size_t len = 0;
+      const uint32_t cp = utf8_decode(s, start, &len);
+      if (start + len != b) {  // not one well-formed character: take the last byte alone
+        start = b - 1;
+        if (!in_set(0xFFFD)) break;
+      } else if (!in_set(cp)) {
+        break;
+      }
+      b = start;
+    }
   }
-  std::string out;
-  for (size_t k = i; k < j; ++k) out += cs[k];
-  return out;
+  return s.substr(a, b - a);
 }
 
 // JavaScript's parseInt / parseFloat on a string: the longest numeric prefix after whitespace.
@@ -230,6 +245,25 @@ class Interpreter {
     if (n > limits_.max_items) error(fmt::format("a list grew past {} items", limits_.max_items));
   }
 
+  // Work proportional to the size of what an operation walks (a list's items, a string's bytes
+  // in blocks of 64) counts as steps, so that a loop over a big value cannot run for hours within
+  // the step limit.
+  void charge(size_t units) {
+    steps_ += static_cast<int64_t>(std::min<size_t>(units, static_cast<size_t>(limits_.max_steps)));
+    if (steps_ > limits_.max_steps) {
+      error(fmt::format("the template ran more than {} steps", limits_.max_steps));
+    }
+  }
+  void charge(const Value& v) {
+    switch (v.kind) {
+      case Kind::String: charge(v.s.size() / 64); break;
+      case Kind::List: charge(v.list->size()); break;
+      case Kind::Dict:
+      case Kind::Namespace: charge(v.dict->items.size()); break;
+      default: break;
+    }
+  }
+
  private:
   const Program& program_;
   const RenderInput& input_;
@@ -300,7 +334,16 @@ class Interpreter {
       case StmtKind::CallBlock: {
         const Stmt* block = &s;
         Env* defining = &env;
-        Value caller = Value::function([block, defining](const Args& args, Interpreter& in, Env&) {
+        // caller() refers to this block's scope, which ends with the statement: a template that
+        // keeps the function (in a namespace) and calls it later gets an error, not a dangling
+        // scope.
+        auto alive = std::make_shared<bool>(true);
+        struct Expire {
+          std::shared_ptr<bool> flag;
+          ~Expire() { *flag = false; }
+        } expire{alive};
+        Value caller = Value::function([block, defining, alive](const Args& args, Interpreter& in, Env&) {
+          if (!*alive) in.error("caller() is called outside its {% call %} block");
           return in.call_macro(*block, block->params, block->body, args, *defining);
         });
         const Expr& call = *s.expr;
@@ -372,6 +415,7 @@ class Interpreter {
     Env scope(&env);
     const Value it = eval(*s.expr, scope);
     pos_ = s.pos;
+    charge(it);
     List items;
     switch (it.kind) {
       case Kind::List: items = *it.list; break;
@@ -590,7 +634,10 @@ class Interpreter {
         const Value v = eval(*e.kids[0], env);
         pos_ = e.pos;
         const int sign = e.kind == ExprKind::Neg ? -1 : 1;
-        if (v.kind == Kind::Int) return Value::integer(sign * v.i);
+        if (v.kind == Kind::Int) {
+          if (sign < 0 && v.i == INT64_MIN) return Value::floating(-static_cast<double>(v.i));
+          return Value::integer(sign * v.i);
+        }
         if (v.kind == Kind::Bool) return Value::integer(sign * (v.b ? 1 : 0));
         if (v.kind == Kind::Float) return Value::floating(sign * v.f);
         error(std::string("unary ") + (sign < 0 ? "-" : "+") + " needs a number, got " + describe(v));
@@ -656,6 +703,7 @@ class Interpreter {
     }
     const int64_t step = parts[2].kind == Kind::Int ? parts[2].i : 1;
     if (step == 0) error("slice step cannot be zero");
+    charge(obj);
     if (obj.kind == Kind::List || obj.kind == Kind::String) {
       std::vector<std::string> chars;
       if (obj.kind == Kind::String) chars = utf8_chars(obj.s);
@@ -664,13 +712,17 @@ class Interpreter {
       slice_bounds(n, parts[0], parts[1], step, &a, &b);
       if (obj.kind == Kind::List) {
         List out;
-        for (int64_t k = a; step > 0 ? k < b : k > b; k += step) {
+        for (int64_t k = a; step > 0 ? k < b : k > b;) {
           out.push_back((*obj.list)[static_cast<size_t>(k)]);
+          if (__builtin_add_overflow(k, step, &k)) break;
         }
         return Value::make_list(std::move(out));
       }
       std::string out;
-      for (int64_t k = a; step > 0 ? k < b : k > b; k += step) out += chars[static_cast<size_t>(k)];
+      for (int64_t k = a; step > 0 ? k < b : k > b;) {
+        out += chars[static_cast<size_t>(k)];
+        if (__builtin_add_overflow(k, step, &k)) break;
+      }
       return Value::string(std::move(out));
     }
     error("cannot slice " + describe(obj));
@@ -679,7 +731,9 @@ class Interpreter {
   // ---------------------------------------------------------------------------------------------
   // Operators.
 
-  static bool loose_equal(const Value& a, const Value& b, int depth = 0) {
+  // Each element compared is a step: equality of large nested lists is work a template pays for.
+  bool loose_equal(const Value& a, const Value& b, int depth = 0) {
+    step();
     if (depth > 128) return false;
     const bool an = a.is_none() || a.is_undefined();
     const bool bn = b.is_none() || b.is_undefined();
@@ -722,7 +776,7 @@ class Interpreter {
   }
 
   // `in` on a list: the reference's strict equality (no number/boolean mixing).
-  static bool strict_member(const Value& x, const Value& list) {
+  bool strict_member(const Value& x, const Value& list) {
     for (const Value& v : *list.list) {
       if (x.kind == Kind::Bool || v.kind == Kind::Bool) {
         if (x.kind == v.kind && x.b == v.b) return true;
@@ -733,11 +787,20 @@ class Interpreter {
     return false;
   }
 
+  // floor(x) as an integer; a float out of range or not a number is an error, not UB.
+  int64_t float_to_int(double x) const {
+    const double f = std::floor(x);
+    if (!(f >= -9.2e18 && f <= 9.2e18)) error("the float " + js_number(x) + " has no integer value in range");
+    return static_cast<int64_t>(f);
+  }
+
   static double as_double(const Value& v) {
     return v.kind == Kind::Int ? static_cast<double>(v.i) : v.kind == Kind::Float ? v.f : (v.b ? 1.0 : 0.0);
   }
 
   Value binary(const std::string& op, const Value& a, const Value& b) {
+    charge(a);
+    charge(b);
     if (op == "==") return Value::boolean(loose_equal(a, b));
     if (op == "!=") return Value::boolean(!loose_equal(a, b));
     if (a.is_undefined() || b.is_undefined()) {
@@ -850,6 +913,7 @@ class Interpreter {
   // Attribute and item access, methods.
 
   Value member(const Value& obj, const Value& key) {
+    if (obj.kind == Kind::String) charge(obj);
     switch (obj.kind) {
       case Kind::Dict:
       case Kind::Namespace: {
@@ -887,16 +951,19 @@ class Interpreter {
       }
       case Kind::String: {
         if (key.kind == Kind::Int) {
-          const std::vector<std::string> chars = utf8_chars(obj.s);
-          const auto n = static_cast<int64_t>(chars.size());
+          const auto n = static_cast<int64_t>(utf8_length(obj.s));
           const int64_t k = key.i < 0 ? n + key.i : key.i;
           if (k < 0 || k >= n) return Value();
-          return Value::string(chars[static_cast<size_t>(k)]);
+          size_t pos = 0, len = 0;
+          for (int64_t c = 0;; ++c) {
+            utf8_decode(obj.s, pos, &len);
+            if (c == k) break;
+            pos += len;
+          }
+          return Value::string(obj.s.substr(pos, len));
         }
         if (key.kind == Kind::String) {
-          if (key.s == "length") {
-            return Value::integer(static_cast<int64_t>(utf8_chars(obj.s).size()));
-          }
+          if (key.s == "length") return Value::integer(static_cast<int64_t>(utf8_length(obj.s)));
           return bound_method(obj, key.s);
         }
         error("cannot index a string with " + describe(key));
@@ -950,6 +1017,8 @@ class Interpreter {
   }
 
   Value call_method(const Value& obj, const std::string& name, const Args& args) {
+    charge(obj);
+    for (const Value& a : args.positional) charge(a);
     if (obj.kind == Kind::String) return string_method(obj.s, name, args);
     if (obj.kind == Kind::List) return list_method(obj, name, args);
     return dict_method(obj, name, args);
@@ -1024,7 +1093,7 @@ class Interpreter {
     if (name == "find" || name == "rfind" || name == "index" || name == "count") {
       const std::string sub = arg_string(args, 0, "sub", name.c_str());
       if (name == "count") {
-        if (sub.empty()) return Value::integer(static_cast<int64_t>(utf8_chars(s).size()) + 1);
+        if (sub.empty()) return Value::integer(static_cast<int64_t>(utf8_length(s)) + 1);
         int64_t n = 0;
         for (size_t p = s.find(sub); p != std::string::npos; p = s.find(sub, p + sub.size())) ++n;
         return Value::integer(n);
@@ -1035,7 +1104,7 @@ class Interpreter {
         return Value::integer(-1);
       }
       // Character index, as Python counts.
-      return Value::integer(static_cast<int64_t>(utf8_chars(s.substr(0, p)).size()));
+      return Value::integer(static_cast<int64_t>(utf8_length(s.substr(0, p))));
     }
     if (name == "join") {
       const Value* items = args.get(0, "iterable");
@@ -1071,7 +1140,7 @@ class Interpreter {
     if (name == "zfill" || name == "center" || name == "ljust" || name == "rjust") {
       const Value* w = args.get(0, "width");
       if (w == nullptr || w->kind != Kind::Int) error(name + "() needs an integer width");
-      const auto len = static_cast<int64_t>(utf8_chars(s).size());
+      const auto len = static_cast<int64_t>(utf8_length(s));
       const int64_t width = std::min<int64_t>(w->i, static_cast<int64_t>(limits_.max_output));
       if (width <= len) return Value::string(s);
       const auto pad = static_cast<size_t>(width - len);
@@ -1547,6 +1616,7 @@ class Interpreter {
   }
 
   Value filter(const std::string& name, const Value& v, const Args& args, bool has_args, Env& env) {
+    charge(v);
     if (name == "safe") return v;
     if (name == "tojson") {
       int64_t indent = -1;
@@ -1590,7 +1660,7 @@ class Interpreter {
 
     if (name == "length" || name == "count") {
       switch (v.kind) {
-        case Kind::String: return Value::integer(static_cast<int64_t>(utf8_chars(v.s).size()));
+        case Kind::String: return Value::integer(static_cast<int64_t>(utf8_length(v.s)));
         case Kind::List: return Value::integer(static_cast<int64_t>(v.list->size()));
         case Kind::Dict: return Value::integer(static_cast<int64_t>(v.dict->items.size()));
         default: bad_operand(name, v);
@@ -1661,6 +1731,7 @@ class Interpreter {
       for (const Value& x : *v.list) {
         bool seen = false;
         for (const Value& y : out) {
+          step();
           if (x.kind == y.kind && loose_equal(x, y) &&
               (x.kind != Kind::List && x.kind != Kind::Dict ? true : x.list == y.list && x.dict == y.dict)) {
             seen = true;
@@ -1741,7 +1812,7 @@ class Interpreter {
     if (name == "int") {
       switch (v.kind) {
         case Kind::Int: return v;
-        case Kind::Float: return Value::integer(static_cast<int64_t>(std::floor(v.f)));
+        case Kind::Float: return Value::integer(float_to_int(v.f));
         case Kind::Bool: return Value::integer(v.b ? 1 : 0);
         case Kind::String: {
           int64_t x = 0;
@@ -1768,7 +1839,10 @@ class Interpreter {
     }
     if (name == "bool") return Value::boolean(v.truthy());
     if (name == "abs") {
-      if (v.kind == Kind::Int) return Value::integer(v.i < 0 ? -v.i : v.i);
+      if (v.kind == Kind::Int) {
+        if (v.i == INT64_MIN) return Value::floating(-static_cast<double>(v.i));
+        return Value::integer(v.i < 0 ? -v.i : v.i);
+      }
       if (v.kind == Kind::Float) return Value::floating(std::fabs(v.f));
       bad_operand(name, v);
     }
@@ -1861,7 +1935,7 @@ class Interpreter {
       }
       if (next >= args.positional.size()) error("format: not enough arguments");
       const Value& a = args.positional[next++];
-      if (c == 'd' || c == 'i') out += a.is_number() ? std::to_string(static_cast<int64_t>(as_double(a))) : to_display(a);
+      if (c == 'd' || c == 'i') out += a.is_number() ? std::to_string(float_to_int(as_double(a))) : to_display(a);
       else if (c == 'f') out += fmt::format("{:.6f}", as_double(a));
       else out += to_display(a);
     }
@@ -1991,9 +2065,10 @@ class Interpreter {
       }
       if (step == 0) in.error("range() step must not be zero");
       List out;
-      for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
+      for (int64_t k = start; step > 0 ? k < stop : k > stop;) {
         in.check_items(out.size() + 1);
         out.push_back(Value::integer(k));
+        if (__builtin_add_overflow(k, step, &k)) break;
       }
       return Value::make_list(std::move(out));
     }));

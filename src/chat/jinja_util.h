@@ -10,7 +10,9 @@ namespace sq::jinja {
 // The code point at byte `k` and its length in bytes; invalid UTF-8 reads as U+FFFD, one byte.
 uint32_t utf8_decode(const std::string& s, size_t k, size_t* len);
 void utf8_append(std::string& out, uint32_t cp);
-// The characters (code points, as UTF-8 strings) of `s`.
+// The number of code points of `s`.
+size_t utf8_length(const std::string& s);
+// The characters (code points, as UTF-8 strings) of `s`; InvalidArgument past 1 MiB.
 std::vector<std::string> utf8_chars(const std::string& s);
 
 // Number.prototype.toString: the shortest text that reads back as `x`, in JavaScript's layout.

@@ -495,7 +495,24 @@ void utf8_append(std::string& out, uint32_t cp) {
   }
 }
 
+size_t utf8_length(const std::string& s) {
+  size_t n = 0;
+  for (size_t k = 0; k < s.size();) {
+    size_t len = 0;
+    utf8_decode(s, k, &len);
+    k += len;
+    ++n;
+  }
+  return n;
+}
+
 std::vector<std::string> utf8_chars(const std::string& s) {
+  // One std::string per character costs dozens of bytes each; strings this long are not split.
+  constexpr size_t kMaxSplit = 1u << 20;
+  if (s.size() > kMaxSplit) {
+    fail<InvalidArgument>("a string of {} bytes is too long to split into characters (at most {})",
+                          s.size(), kMaxSplit);
+  }
   std::vector<std::string> out;
   for (size_t k = 0; k < s.size();) {
     size_t len = 0;

@@ -259,6 +259,20 @@ TEST(Jinja, LimitsStopRunawayTemplates) {
             std::string::npos);
   EXPECT_NE(error_of("{{ range(100000000) }}").find("list grew past"), std::string::npos);
   EXPECT_NE(error_of("{{ 'ab' * 100000000000 }}").find("grew past"), std::string::npos);
+  jinja::RenderLimits few_steps;
+  few_steps.max_steps = 100000;
+  EXPECT_NE(error_of("{% set a = range(50000) %}{% set b = range(50000) %}{% for i in range(10) %}"
+                     "{{ a == b }}{% endfor %}",
+                     {}, few_steps)
+                .find("steps"),
+            std::string::npos);
+  EXPECT_NE(error_of("{% set ns = namespace() %}{% macro m() %}{% set ns.f = caller %}{% endmacro %}"
+                     "{% call m() %}x{% endcall %}{{ ns.f() }}")
+                .find("outside its {% call %} block"),
+            std::string::npos);
+  EXPECT_EQ(render("{{ -(-9223372036854775807 - 1) }}"), "9223372036854775808.0");
+  EXPECT_NE(error_of("{{ (10.0 ** 300)|int }}").find("no integer value"), std::string::npos);
+  EXPECT_EQ(render("{{ '«x»'.strip('«»') }}|{{ 'é\n'.rstrip('\n') }}"), "x|é");
   // Nesting in the source is bounded before any recursion can exhaust the stack.
   EXPECT_THROW(jinja::parse("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}"),
                FormatError);
