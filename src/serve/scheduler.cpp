@@ -291,8 +291,12 @@ Scheduler::Impl::Admission Scheduler::Impl::admit(const std::shared_ptr<Request>
     kv->free(first->kv);
     return Admission::NoRoom;
   }
-  req->usage.prompt_tokens = first->n_prompt;
   req->usage.cached_tokens = cached;
+  {
+    std::lock_guard lock(wake->mu);
+    metrics.prompt_tokens_total += first->n_prompt;
+    metrics.cached_prompt_tokens_total += cached;
+  }
   req->open_choices = req->embedding ? 1 : g.n;
   if (req->embedding) {
     req->pooled.assign(static_cast<size_t>(model.config.n_embd), 0.0);
@@ -703,12 +707,6 @@ void Scheduler::Impl::step() {
       metrics.cpu_seconds_total += cpu;
       ++metrics.steps_total;
     }
-    for (auto& r : done) {
-      if (!r->embedding || !r->cancelled_seen) {
-        metrics.prompt_tokens_total += r->usage.prompt_tokens;
-        metrics.cached_prompt_tokens_total += r->usage.cached_tokens;
-      }
-    }
     metrics.running = running_count();
     metrics.waiting = static_cast<int32_t>(waiting.size());
     metrics.kv_blocks_used = kv->n_used();
@@ -754,6 +752,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit(GenerateRequest request) {
     }
   }
   auto req = std::make_shared<Request>();
+  req->usage.prompt_tokens = n_prompt;
   req->request = std::move(request);
   req->wake = m.wake;
   req->submitted = Clock::now();
@@ -779,6 +778,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit_embedding(std::vector<int32_t> 
   }
   m.check_tokens(tokens);
   auto req = std::make_shared<Request>();
+  req->usage.prompt_tokens = static_cast<int32_t>(tokens.size());
   req->request.prompt = std::move(tokens);
   req->embedding = true;
   req->wake = m.wake;
