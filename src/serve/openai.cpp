@@ -25,8 +25,18 @@ json error_json(const ApiError& error) {
 
 json parse_body(std::string_view body) {
   json value;
+  // Nesting is bounded while parsing: code that walks a value recursively (copies, the chat
+  // template's conversion, error messages) must not meet a body of a million brackets.
+  const json::parser_callback_t depth_check = [](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= kMaxJsonDepth) {
+      throw ApiError(400, "invalid_request_error", "", "invalid_json",
+                     fmt::format("the request body nests deeper than {} levels", kMaxJsonDepth));
+    }
+    return true;
+  };
   try {
-    value = json::parse(body.begin(), body.end());
+    value = json::parse(body.begin(), body.end(), depth_check);
   } catch (const json::parse_error& e) {
     // The parser's message carries the byte position, which is what a client needs to find it.
     throw ApiError(400, "invalid_request_error", "", "invalid_json",

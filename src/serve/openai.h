@@ -45,7 +45,8 @@ class ApiError : public Error {
 nlohmann::json error_json(const ApiError& error);
 
 // The body as JSON, which must be an object. Throws ApiError 400 for malformed JSON (with the
-// parser's position), invalid UTF-8, or a value that is not an object.
+// parser's position), invalid UTF-8, nesting deeper than kMaxJsonDepth, or a value that is not an
+// object.
 nlohmann::json parse_body(std::string_view body);
 
 // What the parser needs to know about the model to check a request before any work.
@@ -80,6 +81,7 @@ inline constexpr int32_t kMaxCompletionLogprobs = 20;
 inline constexpr size_t kMaxPrompts = 64;
 inline constexpr size_t kMaxEmbeddingInputs = 2048;
 inline constexpr size_t kMaxLogitBias = 1024;
+inline constexpr int kMaxJsonDepth = 64;  // arrays and objects inside each other in a request body
 
 struct ChatRequest {
   GenerationParams params;

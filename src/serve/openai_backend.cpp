@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -58,6 +59,12 @@ EngineBackend::EngineBackend(std::unique_ptr<Engine> engine, const EngineBackend
   info_.n_vocab = tok.n_vocab();
   info_.n_embd = engine_->model().config.n_embd;
   info_.price_per_cpu_hour = options.scheduler.price_per_cpu_hour;
+  // A character without a token (and no byte fallback) becomes one unknown token: up to 4 bytes.
+  size_t longest = 4;
+  for (int32_t id = 0; id < tok.n_vocab(); ++id) {
+    longest = std::max({longest, tok.token_bytes(id, /*render_special=*/true).size(), tok.token_text(id).size()});
+  }
+  info_.max_token_bytes = static_cast<int32_t>(std::min<size_t>(longest, 1 << 20));
 }
 
 EngineBackend::~EngineBackend() {

@@ -441,8 +441,8 @@ struct Server::Impl {
   void handle_models(const httplib::Request& req, httplib::Response& res);
   void handle_health(httplib::Response& res);
   void handle_metrics(httplib::Response& res);
-  void handle_generation(const httplib::Request& req, httplib::Response& res, bool chat);
-  void handle_embeddings(const httplib::Request& req, httplib::Response& res);
+  void handle_generation(const std::string& raw, httplib::Response& res, bool chat);
+  void handle_embeddings(const std::string& raw, httplib::Response& res);
 
   // Drains the events of `subs` until each is Done, passing each event on. Returns false when it
   // stopped early: `on_event` returned false, or `alive` said the client left (requests cancelled).
@@ -535,38 +535,73 @@ void Server::Impl::setup() {
     return httplib::Server::HandlerResponse::Unhandled;
   });
 
-  // Every route runs here: the read deadline stops at the handler (the body is in), and any error
-  // becomes OpenAI's error object.
-  auto wrap = [this](std::function<void(const httplib::Request&, httplib::Response&)> fn) {
-    return [this, fn](const httplib::Request& req, httplib::Response& res) {
-      if (t_conn) t_conn->stream->disarm();
-      try {
-        fn(req, res);
-      } catch (const ApiError& e) {
-        send_error(res, e);
-      } catch (const ShuttingDown&) {
-        send_error(res, ApiError(503, "server_error", "", "shutting_down", "the server is shutting down"));
-      } catch (const QueueFull& e) {
-        send_error(res, ApiError(429, "rate_limit_error", "", "queue_full",
-                                 fmt::format("the server is busy ({}); retry shortly", e.what())));
-      } catch (const InvalidArgument& e) {
-        send_error(res, ApiError(400, "invalid_request_error", "", "invalid_value", e.what()));
-      } catch (const UnsupportedError& e) {
-        send_error(res, ApiError(400, "invalid_request_error", "", "unsupported", e.what()));
-      } catch (const std::bad_alloc&) {
-        send_error(res, server_error("out of memory"));
-      } catch (const std::exception& e) {
-        send_error(res, server_error(e.what()));
-      }
-    };
+  // Every route runs here: the read deadline stops once the body is in, and any error becomes
+  // OpenAI's error object.
+  auto guarded = [this](httplib::Response& res, const std::function<void()>& fn) {
+    if (t_conn) t_conn->stream->disarm();
+    try {
+      fn();
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    } catch (const ShuttingDown&) {
+      send_error(res, ApiError(503, "server_error", "", "shutting_down", "the server is shutting down"));
+    } catch (const QueueFull& e) {
+      send_error(res, ApiError(429, "rate_limit_error", "", "queue_full",
+                               fmt::format("the server is busy ({}); retry shortly", e.what())));
+    } catch (const InvalidArgument& e) {
+      send_error(res, ApiError(400, "invalid_request_error", "", "invalid_value", e.what()));
+    } catch (const UnsupportedError& e) {
+      send_error(res, ApiError(400, "invalid_request_error", "", "unsupported", e.what()));
+    } catch (const std::bad_alloc&) {
+      send_error(res, server_error("out of memory"));
+    } catch (const std::exception& e) {
+      send_error(res, server_error(e.what()));
+    }
   };
-  http.Get("/v1/models", wrap([this](const auto& req, auto& res) { handle_models(req, res); }));
-  http.Get("/v1/models/(.+)", wrap([this](const auto& req, auto& res) { handle_models(req, res); }));
-  http.Get("/health", wrap([this](const auto&, auto& res) { handle_health(res); }));
-  http.Get("/metrics", wrap([this](const auto&, auto& res) { handle_metrics(res); }));
-  http.Post("/v1/chat/completions", wrap([this](const auto& req, auto& res) { handle_generation(req, res, true); }));
-  http.Post("/v1/completions", wrap([this](const auto& req, auto& res) { handle_generation(req, res, false); }));
-  http.Post("/v1/embeddings", wrap([this](const auto& req, auto& res) { handle_embeddings(req, res); }));
+  auto get = [this, guarded](const char* path, std::function<void(const httplib::Request&, httplib::Response&)> fn) {
+    http.Get(path, [guarded, fn](const httplib::Request& req, httplib::Response& res) {
+      guarded(res, [&] { fn(req, res); });
+    });
+  };
+  // POST bodies are read here rather than by httplib, which caps bodies sent as
+  // application/x-www-form-urlencoded (what `curl -d` sends unless told otherwise) at 8 KiB.
+  auto post = [this, guarded](const char* path, std::function<void(const std::string&, httplib::Response&)> fn) {
+    http.Post(path, [this, guarded, fn](const httplib::Request&, httplib::Response& res,
+                                        const httplib::ContentReader& reader) {
+      std::string body;
+      bool too_large = false;
+      const bool read = reader([&](const char* data, size_t n) {
+        if (body.size() + n > options.max_body_bytes) {
+          too_large = true;
+          return false;
+        }
+        body.append(data, n);
+        return true;
+      });
+      if (too_large || res.status == 413 || !read) {
+        // The rest of the body is unread: this connection cannot carry another request.
+        res.set_header("Connection", "close");
+        if (t_conn) t_conn->record.close_connection = true;
+        if (too_large || res.status == 413) {
+          send_error(res, ApiError(413, "invalid_request_error", "", "request_too_large",
+                                   fmt::format("the request body is larger than the server accepts ({} bytes)",
+                                               options.max_body_bytes)));
+        } else {
+          send_error(res, ApiError(400, "invalid_request_error", "", "incomplete_body",
+                                   "the request body could not be read"));
+        }
+        return;
+      }
+      guarded(res, [&] { fn(body, res); });
+    });
+  };
+  get("/v1/models", [this](const auto& req, auto& res) { handle_models(req, res); });
+  get("/v1/models/(.+)", [this](const auto& req, auto& res) { handle_models(req, res); });
+  get("/health", [this](const auto&, auto& res) { handle_health(res); });
+  get("/metrics", [this](const auto&, auto& res) { handle_metrics(res); });
+  post("/v1/chat/completions", [this](const auto& body, auto& res) { handle_generation(body, res, true); });
+  post("/v1/completions", [this](const auto& body, auto& res) { handle_generation(body, res, false); });
+  post("/v1/embeddings", [this](const auto& body, auto& res) { handle_embeddings(body, res); });
 
   // Statuses httplib sets itself (404 for an unknown route, 413 for a body over the limit, 400 for
   // a request it cannot parse) get a body in OpenAI's shape too.
@@ -763,19 +798,31 @@ std::string sse(const json& j) { return "data: " + dump_json(j) + "\n\n"; }
 
 }  // namespace
 
-void Server::Impl::handle_generation(const httplib::Request& req, httplib::Response& res, bool chat) {
+void Server::Impl::handle_generation(const std::string& raw, httplib::Response& res, bool chat) {
   auto backend = ready_backend();
   const ModelInfo info = backend->model_info();
   const ModelLimits limits{info.n_vocab, info.n_ctx};
-  const json body = parse_body(req.body);
+  const json body = parse_body(raw);
 
   GenerationParams params;
   std::vector<std::vector<int32_t>> prompts;
   std::vector<size_t> prompt_bytes;
+  // Text that cannot fit is refused before the tokenizer spends seconds on megabytes of it.
+  const auto check_text_size = [&](size_t bytes, const std::string& param) {
+    if (info.max_token_bytes > 0 && bytes > static_cast<size_t>(info.n_ctx) * static_cast<size_t>(info.max_token_bytes)) {
+      bad_param(param, fmt::format("the prompt has {} bytes, more than {} tokens of at most {} bytes each can hold: "
+                                   "the context holds {} tokens",
+                                   bytes, info.n_ctx, info.max_token_bytes, info.n_ctx),
+                "context_length_exceeded");
+    }
+  };
   if (chat) {
     ChatRequest r = parse_chat_request(body, limits);
     params = std::move(r.params);
     check_model(*backend, params.model);
+    size_t bytes = 0;
+    for (const json& m : r.messages) bytes += m["content"].get_ref<const std::string&>().size();
+    check_text_size(bytes, "messages");
     try {
       prompts.push_back(backend->tokenize_chat(r.messages));
     } catch (const Error& e) {
@@ -791,6 +838,7 @@ void Server::Impl::handle_generation(const httplib::Request& req, httplib::Respo
         for (int32_t t : p.tokens) prompt_bytes.back() += backend->token_bytes(t).size();
         prompts.push_back(std::move(p.tokens));
       } else {
+        check_text_size(p.text.size(), "prompt");
         prompt_bytes.push_back(p.text.size());
         prompts.push_back(backend->tokenize_text(p.text));
       }
@@ -1013,17 +1061,23 @@ void Server::Impl::handle_generation(const httplib::Request& req, httplib::Respo
       [release](bool) { release(); });
 }
 
-void Server::Impl::handle_embeddings(const httplib::Request& req, httplib::Response& res) {
+void Server::Impl::handle_embeddings(const std::string& raw, httplib::Response& res) {
   auto backend = ready_backend();
   const ModelInfo info = backend->model_info();
-  const json body = parse_body(req.body);
+  const json body = parse_body(raw);
   EmbeddingRequest r = parse_embedding_request(body, ModelLimits{info.n_vocab, info.n_ctx});
   check_model(*backend, r.model);
   std::vector<std::vector<int32_t>> inputs;
   for (size_t i = 0; i < r.inputs.size(); ++i) {
     PromptInput& in = r.inputs[i];
-    inputs.push_back(in.is_tokens ? std::move(in.tokens) : backend->tokenize_text(in.text));
     const std::string param = r.inputs.size() == 1 ? "input" : fmt::format("input[{}]", i);
+    if (!in.is_tokens && info.max_token_bytes > 0 &&
+        in.text.size() > static_cast<size_t>(info.n_ctx) * static_cast<size_t>(info.max_token_bytes)) {
+      bad_param(param, fmt::format("the input has {} bytes, more than the context of {} tokens can hold", in.text.size(),
+                                   info.n_ctx),
+                "context_length_exceeded");
+    }
+    inputs.push_back(in.is_tokens ? std::move(in.tokens) : backend->tokenize_text(in.text));
     if (inputs.back().empty()) bad_param(param, "the input has no tokens");
     if (static_cast<int64_t>(inputs.back().size()) > info.n_ctx) {
       bad_param(param, fmt::format("the input has {} tokens, the context holds {}", inputs.back().size(), info.n_ctx),

@@ -34,6 +34,9 @@ struct ModelInfo {
   int32_t n_vocab = 0;
   int32_t n_embd = 0;
   double price_per_cpu_hour = 0;
+  // The most bytes of text one token stands for (0: unknown). A text longer than n_ctx times this
+  // cannot fit the context, which the server can tell without tokenizing megabytes.
+  int32_t max_token_bytes = 0;
 };
 
 // What the HTTP layer needs from the engine. Implementations are thread-safe.

@@ -67,6 +67,8 @@ class FakeBackend : public Backend {
   std::chrono::milliseconds token_delay{0};
   bool queue_full = false;
   int32_t n_ctx = 64;
+  int32_t max_token_bytes = 0;
+  mutable std::atomic<int> tokenized{0};
 
   ~FakeBackend() override {
     for (auto& t : threads_) t.join();
@@ -80,6 +82,7 @@ class FakeBackend : public Backend {
     m.n_vocab = kVocab;
     m.n_embd = 4;
     m.price_per_cpu_hour = 0.5;
+    m.max_token_bytes = max_token_bytes;
     return m;
   }
   std::vector<int32_t> tokenize_chat(const json& messages) const override {
@@ -91,6 +94,7 @@ class FakeBackend : public Backend {
     return tokenize_text(text);
   }
   std::vector<int32_t> tokenize_text(std::string_view text) const override {
+    ++tokenized;
     std::vector<int32_t> ids{kBos};
     for (char c : text) ids.push_back(static_cast<uint8_t>(c) + 3);
     return ids;
@@ -652,6 +656,11 @@ TEST_F(ServerTest, BadParametersAre400NamingTheParameter) {
 
 TEST_F(ServerTest, MalformedBodiesAre400) {
   start();
+  // Deep nesting is refused while parsing.
+  const std::string deep = "{\"prompt\": \"x\", \"extra\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  const json d = post_raw("/v1/completions", deep, 400);
+  expect_error(d, "invalid_request_error", "");
+  EXPECT_NE(d["error"]["message"].get<std::string>().find("nests deeper"), std::string::npos) << d;
   expect_error(post_raw("/v1/chat/completions", "{\"model\": ", 400), "invalid_request_error", "");
   expect_error(post_raw("/v1/chat/completions", "[1, 2]", 400), "invalid_request_error", "");
   expect_error(post_raw("/v1/completions", "", 400), "invalid_request_error", "");
@@ -670,6 +679,30 @@ TEST_F(ServerTest, ContextLimits) {
   expect_error(e, "invalid_request_error", "max_tokens");
   e = post("/v1/embeddings", json{{"input", std::string(80, 'x')}}, 400);
   expect_error(e, "invalid_request_error", "input");
+}
+
+// A text longer than the context times the longest token cannot fit: refused untokenized.
+TEST_F(ServerTest, OverlongTextIsRefusedBeforeTokenizing) {
+  backend_->max_token_bytes = 2;
+  start();
+  for (const char* path : {"/v1/completions", "/v1/embeddings"}) {
+    const json body = {{"prompt", std::string(200, 'x')}, {"input", std::string(200, 'x')}};
+    const json e = post(path, body, 400);
+    EXPECT_EQ(e["error"]["code"], "context_length_exceeded") << path;
+  }
+  const json e = post("/v1/chat/completions", chat_body(std::string(200, 'x')), 400);
+  EXPECT_EQ(e["error"]["code"], "context_length_exceeded");
+  EXPECT_EQ(backend_->tokenized.load(), 0);
+}
+
+// `curl -d` sends application/x-www-form-urlencoded, whose bodies httplib itself caps at 8 KiB.
+TEST_F(ServerTest, FormEncodedContentTypeIsReadAsJson) {
+  backend_->n_ctx = 100000;
+  start();
+  auto r = client_->Post("/v1/completions", json{{"prompt", std::string(20000, 'x')}, {"max_tokens", 2}}.dump(),
+                         "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
 }
 
 TEST_F(ServerTest, UnknownRouteAndModelAre404) {
