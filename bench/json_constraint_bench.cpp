@@ -1,8 +1,8 @@
-// The cost of structured output per generated token: JsonConstraint::apply() over a real 32,000-token
-// SentencePiece vocabulary (llama-2-tiny-random.gguf from the shared folder) in the states that
-// matter. Inside a string nearly every token is allowed, so the trie walk visits most of the
-// vocabulary: that is the worst case. At a key or a value start most subtrees are cut at their
-// first byte.
+// The cost of structured output per generated token: JsonConstraint::apply() over a real
+// 32,000-token SentencePiece vocabulary (llama-2-tiny-random.gguf from the shared folder) in the
+// states that matter. Inside a string nearly every token is allowed, so the trie walk visits most
+// of the vocabulary: that is the worst case. At a key or a value start most subtrees are cut at
+// their first byte.
 //
 //   build/<dir>/squeeze_bench --benchmark_filter=JsonConstraint
 //
@@ -77,7 +77,8 @@ void BM_JsonConstraintStart(benchmark::State& state) {
   run(state, nlohmann::json::parse(kSchema), "");
 }
 void BM_JsonConstraintInString(benchmark::State& state) {
-  run(state, nlohmann::json::parse(kSchema), R"({"name":"Ada","age":36,"tags":[],"address":{"city":"San Fr)");
+  run(state, nlohmann::json::parse(kSchema),
+      R"({"name":"Ada","age":36,"tags":[],"address":{"city":"San Fr)");
 }
 void BM_JsonConstraintKey(benchmark::State& state) {
   run(state, nlohmann::json::parse(kSchema), R"({"name":"Ada",)");

@@ -6,11 +6,11 @@
 //      recursion is a cycle in the graph, not an unbounded expansion.
 //   2. The automaton runs over bytes. Its state is a small set of stacks of frames (one frame per
 //      open value); anyOf alternatives that start alike run side by side until the bytes tell them
-//      apart. A stack is persistent: its top frame is held by value and the rest is a chain of links
-//      in an arena, so that stepping one byte copies one small frame, not the whole stack.
+//      apart. A stack is persistent: its top frame is held by value and the rest is a chain of
+//      links in an arena, so that stepping one byte copies one small frame, not the whole stack.
 //   3. apply() walks the vocabulary trie (token byte strings in preorder, shared by every choice)
-//      depth first, stepping the automaton once per trie node and skipping the subtree of every node
-//      whose byte kills all stacks.
+//      depth first, stepping the automaton once per trie node and skipping the subtree of every
+//      node whose byte kills all stacks.
 #include "engine/json_constraint.h"
 
 #include <algorithm>
@@ -37,20 +37,20 @@ namespace {
 using nlohmann::json;
 
 // Bounds that make every generation terminate and keep the output compact.
-constexpr uint32_t kMaxDepth = 64;        // open values at once (recursive schemas, nested any)
-constexpr uint32_t kMaxStacks = 16;       // anyOf alternatives followed side by side
-constexpr uint32_t kMaxIntDigits = 15;    // digits before the point
-constexpr uint32_t kMaxFracDigits = 15;   // digits after the point
+constexpr uint32_t kMaxDepth = 64;          // open values at once (recursive schemas, nested any)
+constexpr uint32_t kMaxStacks = 16;         // anyOf alternatives followed side by side
+constexpr uint32_t kMaxIntDigits = 15;      // digits before the point
+constexpr uint32_t kMaxFracDigits = 15;     // digits after the point
 constexpr uint32_t kMaxBoundedDigits = 18;  // both together when bounds are checked (exact uint64)
-constexpr size_t kMaxProperties = 256;    // declared properties of one object (key tries are P^2)
+constexpr size_t kMaxProperties = 256;      // declared properties of one object (key tries are P^2)
 constexpr uint32_t kUnbounded = std::numeric_limits<uint32_t>::max();
-constexpr int kMaxSchemaDepth = 128;      // nested subschemas, $ref hops included
-constexpr size_t kMaxAlternatives = 64;   // frames one value start may expand into (anyOf)
+constexpr int kMaxSchemaDepth = 128;     // nested subschemas, $ref hops included
+constexpr size_t kMaxAlternatives = 64;  // frames one value start may expand into (anyOf)
 
 enum class Kind : uint8_t { Root, Any, Object, Array, String, Number, Literal, AnyOf, Alias };
 
-// A trie of byte strings (enum values, object keys). `terminal` is the value id ending here, -1 when
-// none.
+// A trie of byte strings (enum values, object keys). `terminal` is the value id ending here, -1
+// when none.
 struct LitNode {
   std::vector<std::pair<uint8_t, int32_t>> edges;
   int32_t terminal = -1;
@@ -68,7 +68,7 @@ struct Node {
   // says of other keys (-2: none allowed, -1: anything, >= 0: values of that node), used when the
   // object is free-form (no declared or required properties) and to check enum values.
   std::vector<Prop> props;
-  std::vector<int32_t> key_trie;     // [P + 1]: keys allowed next when props [0, i) are behind
+  std::vector<int32_t> key_trie;       // [P + 1]: keys allowed next when props [0, i) are behind
   std::vector<uint8_t> required_from;  // [P + 1]: some prop j >= i is required
   int32_t extra = -1;
   bool free_keys = false;
@@ -80,7 +80,8 @@ struct Node {
   uint32_t min_len = 0, max_len = kUnbounded;
   // Number.
   bool integer = false, bounded = false;
-  double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+  double lo = -std::numeric_limits<double>::infinity(),
+         hi = std::numeric_limits<double>::infinity();
   bool lo_excl = false, hi_excl = false;
   // Literal: the values and the trie of their compact serialisations.
   std::vector<json> values;
@@ -127,8 +128,8 @@ struct Grammar {
 
 const std::set<std::string, std::less<>>& annotation_keywords() {
   static const std::set<std::string, std::less<>> k = {
-      "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated",
-      "readOnly", "writeOnly", "$defs", "definitions"};
+      "title",    "description", "default",  "examples",  "$schema", "$id",
+      "$comment", "deprecated",  "readOnly", "writeOnly", "$defs",   "definitions"};
   return k;
 }
 
@@ -248,30 +249,33 @@ class SchemaCompiler {
     for (const auto& [key, value] : s.items()) {
       if (annotation_keywords().count(key)) continue;
       if (key == "pattern" || key == "format") {
-        fail<InvalidArgument>("{}.{}: '{}' is not supported by squeeze's structured output (only "
-                              "the length of strings can be constrained)",
-                              path, key, key);
+        fail<InvalidArgument>(
+            "{}.{}: '{}' is not supported by squeeze's structured output (only "
+            "the length of strings can be constrained)",
+            path, key, key);
       }
       if (key != "type" && key != "enum" && key != "const" && key != "anyOf" && key != "oneOf" &&
           key != "allOf" && key != "$ref" && !object_keywords().count(key) &&
           !array_keywords().count(key) && !string_keywords().count(key) &&
           !number_keywords().count(key)) {
-        fail<InvalidArgument>("{}.{}: the keyword '{}' is not supported by squeeze's structured "
-                              "output (supported: type, properties, required, "
-                              "additionalProperties, items, prefixItems, minItems, maxItems, "
-                              "minLength, maxLength, minimum, maximum, exclusiveMinimum, "
-                              "exclusiveMaximum, enum, const, anyOf, oneOf, allOf of one schema, "
-                              "$ref)",
-                              path, key, key);
+        fail<InvalidArgument>(
+            "{}.{}: the keyword '{}' is not supported by squeeze's structured "
+            "output (supported: type, properties, required, "
+            "additionalProperties, items, prefixItems, minItems, maxItems, "
+            "minLength, maxLength, minimum, maximum, exclusiveMinimum, "
+            "exclusiveMaximum, enum, const, anyOf, oneOf, allOf of one schema, "
+            "$ref)",
+            path, key, key);
       }
       keys.push_back(key);
     }
     auto only = [&](std::string_view kw) {
       for (const std::string& k : keys) {
         if (k != kw) {
-          fail<InvalidArgument>("{}.{}: '{}' beside '{}' is not supported (put the constraints in "
-                                "the schemas that '{}' names)",
-                                path, k, k, kw, kw);
+          fail<InvalidArgument>(
+              "{}.{}: '{}' beside '{}' is not supported (put the constraints in "
+              "the schemas that '{}' names)",
+              path, k, k, kw, kw);
         }
       }
     };
@@ -354,10 +358,10 @@ class SchemaCompiler {
         static const std::set<std::string, std::less<>> kTypes = {
             "object", "array", "string", "number", "integer", "boolean", "null"};
         if (!name.is_string() || !kTypes.count(name.get<std::string>())) {
-          fail<InvalidArgument>("{}.type: {} is not a JSON Schema type (expected one of object, "
-                                "array, string, number, integer, boolean, null)",
-                                path,
-                                name.is_string() ? "'" + name.get<std::string>() + "'" : brief(name));
+          fail<InvalidArgument>(
+              "{}.type: {} is not a JSON Schema type (expected one of object, "
+              "array, string, number, integer, boolean, null)",
+              path, name.is_string() ? "'" + name.get<std::string>() + "'" : brief(name));
         }
         if (std::find(types.begin(), types.end(), name.get<std::string>()) == types.end()) {
           types.push_back(name.get<std::string>());
@@ -386,11 +390,12 @@ class SchemaCompiler {
 
   static uint32_t count_keyword(const json& s, const char* kw, const std::string& path) {
     const json& v = s[kw];
-    if (!v.is_number_integer() || (v.is_number_integer() && v.get<int64_t>() < 0 &&
-                                   !v.is_number_unsigned())) {
+    if (!v.is_number_integer() ||
+        (v.is_number_integer() && v.get<int64_t>() < 0 && !v.is_number_unsigned())) {
       fail<InvalidArgument>("{}.{}: expected a non-negative integer, got {}", path, kw, brief(v));
     }
-    uint64_t n = v.is_number_unsigned() ? v.get<uint64_t>() : static_cast<uint64_t>(v.get<int64_t>());
+    uint64_t n =
+        v.is_number_unsigned() ? v.get<uint64_t>() : static_cast<uint64_t>(v.get<int64_t>());
     return n >= kUnbounded ? kUnbounded - 1 : static_cast<uint32_t>(n);
   }
 
@@ -426,9 +431,11 @@ class SchemaCompiler {
         if (v < n.hi || (v == n.hi && excl)) n.hi = v, n.hi_excl = excl;
       };
       if (s.contains("minimum")) tighten_lo(number_keyword(s, "minimum", path), false);
-      if (s.contains("exclusiveMinimum")) tighten_lo(number_keyword(s, "exclusiveMinimum", path), true);
+      if (s.contains("exclusiveMinimum"))
+        tighten_lo(number_keyword(s, "exclusiveMinimum", path), true);
       if (s.contains("maximum")) tighten_hi(number_keyword(s, "maximum", path), false);
-      if (s.contains("exclusiveMaximum")) tighten_hi(number_keyword(s, "exclusiveMaximum", path), true);
+      if (s.contains("exclusiveMaximum"))
+        tighten_hi(number_keyword(s, "exclusiveMaximum", path), true);
       n.bounded = std::isfinite(n.lo) || std::isfinite(n.hi);
       if (n.bounded) {
         // Values must be writable with the bounded digit counts.
@@ -441,9 +448,10 @@ class SchemaCompiler {
           empty = ilo > ihi;
         }
         if (empty) {
-          fail<InvalidArgument>("{}: no {} lies within the bounds (minimum {}, maximum {}, and "
-                                "squeeze writes at most {} digits before the point)",
-                                path, n.integer ? "integer" : "number", n.lo, n.hi, kMaxIntDigits);
+          fail<InvalidArgument>(
+              "{}: no {} lies within the bounds (minimum {}, maximum {}, and "
+              "squeeze writes at most {} digits before the point)",
+              path, n.integer ? "integer" : "number", n.lo, n.hi, kMaxIntDigits);
         }
       }
       return idx;
@@ -494,16 +502,17 @@ class SchemaCompiler {
                                 brief(r[i]));
         }
         const std::string name = r[i].get<std::string>();
-        auto it = std::find_if(props.begin(), props.end(),
-                               [&](const Prop& p) { return p.name == name; });
+        auto it =
+            std::find_if(props.begin(), props.end(), [&](const Prop& p) { return p.name == name; });
         if (it != props.end()) {
           it->required = true;
           continue;
         }
         if (extra == -2) {
-          fail<InvalidArgument>("{}.required.{}: '{}' is required but is not in properties and "
-                                "additionalProperties is false",
-                                path, i, name);
+          fail<InvalidArgument>(
+              "{}.required.{}: '{}' is required but is not in properties and "
+              "additionalProperties is false",
+              path, i, name);
         }
         props.push_back({name, extra >= 0 ? extra : g_.any, true});
       }
@@ -541,7 +550,8 @@ class SchemaCompiler {
     if (s.contains("prefixItems")) {
       const json& p = s["prefixItems"];
       if (!p.is_array()) {
-        fail<InvalidArgument>("{}.prefixItems: expected an array of schemas, got {}", path, brief(p));
+        fail<InvalidArgument>("{}.prefixItems: expected an array of schemas, got {}", path,
+                              brief(p));
       }
       for (size_t i = 0; i < p.size(); ++i) {
         prefix.push_back(compile(p[i], fmt::format("{}.prefixItems.{}", path, i)));
@@ -551,9 +561,10 @@ class SchemaCompiler {
     if (s.contains("items")) {
       const json& it = s["items"];
       if (it.is_array()) {
-        fail<InvalidArgument>("{}.items: an array of schemas (the old tuple form) is not supported; "
-                              "use prefixItems",
-                              path);
+        fail<InvalidArgument>(
+            "{}.items: an array of schemas (the old tuple form) is not supported; "
+            "use prefixItems",
+            path);
       }
       if (it.is_boolean() && !it.get<bool>()) {
         items = -1;
@@ -566,7 +577,8 @@ class SchemaCompiler {
     n.items = items;
     if (s.contains("minItems")) n.min_items = count_keyword(s, "minItems", path);
     if (s.contains("maxItems")) n.max_items = count_keyword(s, "maxItems", path);
-    if (n.items < 0) n.max_items = std::min<uint32_t>(n.max_items, static_cast<uint32_t>(n.prefix.size()));
+    if (n.items < 0)
+      n.max_items = std::min<uint32_t>(n.max_items, static_cast<uint32_t>(n.prefix.size()));
     if (n.min_items > n.max_items) {
       fail<InvalidArgument>("{}: minItems {} is above the most items allowed ({})", path,
                             n.min_items, n.max_items);
@@ -579,9 +591,10 @@ class SchemaCompiler {
     const std::string r = ref.get<std::string>();
     if (auto it = refs_.find(r); it != refs_.end()) return it->second;
     if (r.empty() || r[0] != '#') {
-      fail<InvalidArgument>("{}: '{}' is not supported; only references inside the schema "
-                            "('#', '#/$defs/NAME', '#/definitions/NAME') are",
-                            path, r);
+      fail<InvalidArgument>(
+          "{}: '{}' is not supported; only references inside the schema "
+          "('#', '#/$defs/NAME', '#/definitions/NAME') are",
+          path, r);
     }
     const json* target = nullptr;
     try {
@@ -638,8 +651,9 @@ class SchemaCompiler {
       if (node(i).kind != Kind::AnyOf) return;
       if (state[static_cast<size_t>(i)] == 2) return;
       if (state[static_cast<size_t>(i)] == 1) {
-        fail<InvalidArgument>("schema: an anyOf/oneOf that contains itself through $ref without an "
-                              "object or array in between cannot be generated");
+        fail<InvalidArgument>(
+            "schema: an anyOf/oneOf that contains itself through $ref without an "
+            "object or array in between cannot be generated");
       }
       state[static_cast<size_t>(i)] = 1;
       for (int32_t a : node(i).alts) visit(a);
@@ -659,9 +673,10 @@ class SchemaCompiler {
     };
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       if (expansion(static_cast<int32_t>(i)) > kMaxAlternatives) {
-        fail<InvalidArgument>("schema: an anyOf/oneOf (nested ones and type arrays counted together) "
-                              "with more than {} alternatives is not supported",
-                              kMaxAlternatives);
+        fail<InvalidArgument>(
+            "schema: an anyOf/oneOf (nested ones and type arrays counted together) "
+            "with more than {} alternatives is not supported",
+            kMaxAlternatives);
       }
     }
   }
@@ -780,20 +795,31 @@ class SchemaCompiler {
     if (depth > 64) return kTAll;
     const Node& n = g_.nodes[static_cast<size_t>(i)];
     switch (n.kind) {
-      case Kind::Object: return kTObject;
-      case Kind::Array: return kTArray;
-      case Kind::String: return kTString;
-      case Kind::Number: return n.integer ? kTInteger : kTInteger | kTFraction;
+      case Kind::Object:
+        return kTObject;
+      case Kind::Array:
+        return kTArray;
+      case Kind::String:
+        return kTString;
+      case Kind::Number:
+        return n.integer ? kTInteger : kTInteger | kTFraction;
       case Kind::Literal: {
         uint32_t bits = 0;
         for (const json& v : n.values) {
-          if (v.is_object()) bits |= kTObject;
-          else if (v.is_array()) bits |= kTArray;
-          else if (v.is_string()) bits |= kTString;
-          else if (v.is_boolean()) bits |= kTBool;
-          else if (v.is_null()) bits |= kTNull;
-          else if (v.is_number_integer() || v.get<double>() == std::floor(v.get<double>())) bits |= kTInteger;
-          else bits |= kTFraction;
+          if (v.is_object())
+            bits |= kTObject;
+          else if (v.is_array())
+            bits |= kTArray;
+          else if (v.is_string())
+            bits |= kTString;
+          else if (v.is_boolean())
+            bits |= kTBool;
+          else if (v.is_null())
+            bits |= kTNull;
+          else if (v.is_number_integer() || v.get<double>() == std::floor(v.get<double>()))
+            bits |= kTInteger;
+          else
+            bits |= kTFraction;
         }
         return bits;
       }
@@ -802,8 +828,10 @@ class SchemaCompiler {
         for (int32_t a : n.alts) bits |= type_bits(a, depth + 1);
         return bits;
       }
-      case Kind::Alias: return type_bits(n.target, depth + 1);
-      default: return kTAll;
+      case Kind::Alias:
+        return type_bits(n.target, depth + 1);
+      default:
+        return kTAll;
     }
   }
 
@@ -844,12 +872,13 @@ class SchemaCompiler {
       for (size_t x = 0; x < alts.size(); ++x) {
         for (size_t y = x + 1; y < alts.size(); ++y) {
           if (!exclusive(alts[x], alts[y])) {
-            fail<InvalidArgument>("{}: alternatives {} and {} may both match one value, and oneOf "
-                                  "requires exactly one; squeeze supports oneOf only when the "
-                                  "alternatives exclude each other (different types, different "
-                                  "const/enum values, or a required property with different "
-                                  "const values); use anyOf otherwise",
-                                  p.path, x, y);
+            fail<InvalidArgument>(
+                "{}: alternatives {} and {} may both match one value, and oneOf "
+                "requires exactly one; squeeze supports oneOf only when the "
+                "alternatives exclude each other (different types, different "
+                "const/enum values, or a required property with different "
+                "const values); use anyOf otherwise",
+                p.path, x, y);
           }
         }
       }
@@ -896,8 +925,9 @@ class SchemaCompiler {
       }
     }
     if (!ok[static_cast<size_t>(g_.root)]) {
-      fail<InvalidArgument>("schema: no finite JSON value satisfies it (a required property or "
-                            "item that always needs another one of itself)");
+      fail<InvalidArgument>(
+          "schema: no finite JSON value satisfies it (a required property or "
+          "item that always needs another one of itself)");
     }
   }
 
@@ -919,10 +949,12 @@ struct Frame {
   Kind kind = Kind::Root;
   uint8_t phase = 0;
   uint8_t a = 0;  // string: UTF-8 continuation bytes still due; number: negative
-  uint8_t b = 0;  // string: range of the next continuation byte / low surrogate due; number: fraction digits
-  uint32_t count = 0;  // string: code points; array: items; object: next property; number: integer digits
-  int32_t t = 0;       // trie node (literal, object key); string: hex digits left
-  uint64_t m = 0;      // number: digits as an integer; string: \u value
+  uint8_t b = 0;  // string: range of the next continuation byte / low surrogate due; number:
+                  // fraction digits
+  uint32_t count =
+      0;  // string: code points; array: items; object: next property; number: integer digits
+  int32_t t = 0;   // trie node (literal, object key); string: hex digits left
+  uint64_t m = 0;  // number: digits as an integer; string: \u value
 };
 static_assert(sizeof(Frame) == 24);
 
@@ -968,14 +1000,22 @@ constexpr uint8_t kContHi[] = {0xBF, 0xBF, 0x9F, 0xBF, 0x8F};
 // Sets the continuation count and first-range code for a lead byte; false for a byte that cannot
 // start a character.
 inline bool utf8_lead(uint8_t c, uint8_t& count, uint8_t& range) {
-  if (c >= 0xC2 && c <= 0xDF) count = 1, range = 0;
-  else if (c == 0xE0) count = 2, range = 1;
-  else if (c == 0xED) count = 2, range = 2;
-  else if (c >= 0xE1 && c <= 0xEF) count = 2, range = 0;
-  else if (c == 0xF0) count = 3, range = 3;
-  else if (c >= 0xF1 && c <= 0xF3) count = 3, range = 0;
-  else if (c == 0xF4) count = 3, range = 4;
-  else return false;
+  if (c >= 0xC2 && c <= 0xDF)
+    count = 1, range = 0;
+  else if (c == 0xE0)
+    count = 2, range = 1;
+  else if (c == 0xED)
+    count = 2, range = 2;
+  else if (c >= 0xE1 && c <= 0xEF)
+    count = 2, range = 0;
+  else if (c == 0xF0)
+    count = 3, range = 3;
+  else if (c >= 0xF1 && c <= 0xF3)
+    count = 3, range = 0;
+  else if (c == 0xF4)
+    count = 3, range = 4;
+  else
+    return false;
   return true;
 }
 
@@ -1006,10 +1046,10 @@ inline int hex_value(uint8_t c) {
   return -1;
 }
 
-const long double kPow10[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
-                              1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
-                              1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L, 1e28L, 1e29L,
-                              1e30L, 1e31L};
+const long double kPow10[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,
+                              1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L,
+                              1e16L, 1e17L, 1e18L, 1e19L, 1e20L, 1e21L, 1e22L, 1e23L,
+                              1e24L, 1e25L, 1e26L, 1e27L, 1e28L, 1e29L, 1e30L, 1e31L};
 
 class Machine {
  public:
@@ -1089,7 +1129,8 @@ class Machine {
             case N_DOT:
             case N_FRAC:
               if (d >= 0) {
-                if (f.b >= kMaxFracDigits || (n.bounded && f.count + f.b >= kMaxBoundedDigits)) return;
+                if (f.b >= kMaxFracDigits || (n.bounded && f.count + f.b >= kMaxBoundedDigits))
+                  return;
                 f.b++;
                 f.phase = N_FRAC;
                 f.m = f.m * 10 + static_cast<uint64_t>(d);
@@ -1132,7 +1173,8 @@ class Machine {
     if (s.depth != 1) return false;
     const Frame& f = s.top;
     if (f.kind == Kind::Number) {
-      return (f.phase == N_INT || f.phase == N_ZERO || f.phase == N_FRAC) && value_ok(f, node(f.node));
+      return (f.phase == N_INT || f.phase == N_ZERO || f.phase == N_FRAC) &&
+             value_ok(f, node(f.node));
     }
     if (f.kind == Kind::Literal) return g_->lits[static_cast<size_t>(f.t)].terminal >= 0;
     return false;
@@ -1144,7 +1186,8 @@ class Machine {
   void emit(const Stack& s, StateSet& out) const {
     for (uint32_t k = 0; k < out.n; ++k) {
       const Stack& o = out.s[k];
-      if (o.rest == s.rest && o.depth == s.depth && std::memcmp(&o.top, &s.top, sizeof(Frame)) == 0) {
+      if (o.rest == s.rest && o.depth == s.depth &&
+          std::memcmp(&o.top, &s.top, sizeof(Frame)) == 0) {
         return;
       }
     }
@@ -1205,11 +1248,16 @@ class Machine {
         return;
       case Kind::Any: {
         int32_t target = -1;
-        if (c == '{') target = g_->any_object;
-        else if (c == '[') target = g_->any_array;
-        else if (c == '"') target = g_->any_string;
-        else if (c == '-' || (c >= '0' && c <= '9')) target = g_->any_number;
-        else if (c == 't' || c == 'f' || c == 'n') target = g_->any_literal;
+        if (c == '{')
+          target = g_->any_object;
+        else if (c == '[')
+          target = g_->any_array;
+        else if (c == '"')
+          target = g_->any_string;
+        else if (c == '-' || (c >= '0' && c <= '9'))
+          target = g_->any_number;
+        else if (c == 't' || c == 'f' || c == 'n')
+          target = g_->any_literal;
         if (target >= 0) start(s, target, c, out);
         return;
       }
@@ -1218,12 +1266,23 @@ class Machine {
     }
     // Cheap first-byte checks before touching the arena.
     switch (n.kind) {
-      case Kind::Object: if (c != '{') return; break;
-      case Kind::Array: if (c != '[') return; break;
-      case Kind::String: if (c != '"') return; break;
-      case Kind::Number: if (c != '-' && (c < '0' || c > '9')) return; break;
-      case Kind::Literal: if (g_->lit_child(n.trie, c) < 0) return; break;
-      default: return;
+      case Kind::Object:
+        if (c != '{') return;
+        break;
+      case Kind::Array:
+        if (c != '[') return;
+        break;
+      case Kind::String:
+        if (c != '"') return;
+        break;
+      case Kind::Number:
+        if (c != '-' && (c < '0' || c > '9')) return;
+        break;
+      case Kind::Literal:
+        if (g_->lit_child(n.trie, c) < 0) return;
+        break;
+      default:
+        return;
     }
     if (s.depth + 1 >= kMaxDepth) return;
     Frame f;
@@ -1460,7 +1519,9 @@ class Machine {
   }
 
   // Bounds: the value written so far (sign, digits m, fraction digits b) against [lo, hi].
-  static long double magnitude(const Frame& f) { return static_cast<long double>(f.m) / kPow10[f.b]; }
+  static long double magnitude(const Frame& f) {
+    return static_cast<long double>(f.m) / kPow10[f.b];
+  }
 
   static bool value_ok(const Frame& f, const Node& n) {
     if (!n.bounded) return true;
@@ -1478,7 +1539,7 @@ class Machine {
   static bool feasible(const Frame& f, const Node& n) {
     if (!n.bounded) return true;
     auto overlaps = [&](long double a, long double b) {  // magnitudes in [a, b)
-      long double x1, x2;  // signed values in [x1, x2) or (x1, x2]
+      long double x1, x2;                                // signed values in [x1, x2) or (x1, x2]
       if (f.a) {
         x1 = -b, x2 = -a;
       } else {
@@ -1542,10 +1603,10 @@ struct VocabTrie {
 
 // What depends on the tokenizer only; shared by every schema's factory (see vocab_for).
 struct Vocab {
-  VocabTrie trie;          // every token that can appear in the output
-  VocabTrie string_trie;   // the tokens that are not plain string text (see plain_string_chars)
-  std::vector<int32_t> plain_ids;     // plain string tokens, fewest code points first
-  std::vector<uint32_t> plain_chars;  // their code points, ascending
+  VocabTrie trie;         // every token that can appear in the output
+  VocabTrie string_trie;  // the tokens that are not plain string text (see plain_string_chars)
+  std::vector<int32_t> plain_ids;        // plain string tokens, fewest code points first
+  std::vector<uint32_t> plain_chars;     // their code points, ascending
   std::vector<std::string> token_bytes;  // empty: never allowed (control, unused, empty)
   std::vector<int32_t> eog;
   int32_t n_vocab = 0;
@@ -1621,7 +1682,9 @@ void build_tries(Vocab& sh) {
 class JsonConstraint final : public TokenConstraint {
  public:
   explicit JsonConstraint(std::shared_ptr<const Shared> shared)
-      : shared_(std::move(shared)), machine_(&shared_->grammar), levels_(shared_->vocab->max_len + 1) {
+      : shared_(std::move(shared)),
+        machine_(&shared_->grammar),
+        levels_(shared_->vocab->max_len + 1) {
     state_.n = 1;
     state_.s[0] = Machine::initial();
     allowed_.resize(static_cast<size_t>(shared_->vocab->n_vocab));
@@ -1682,9 +1745,10 @@ class JsonConstraint final : public TokenConstraint {
     }
     if (bytes.empty() || cur.n == 0) {
       arena.resize(mark);
-      fail<InvalidArgument>("token {} cannot continue the JSON output here (the constraint did not "
-                            "allow it)",
-                            token);
+      fail<InvalidArgument>(
+          "token {} cannot continue the JSON output here (the constraint did not "
+          "allow it)",
+          token);
     }
     state_ = cur;
     compact();
@@ -1740,7 +1804,8 @@ class JsonConstraint final : public TokenConstraint {
     bool extends = false;
     for (int c = 0; c < 256 && !extends; ++c) {
       StateSet next;
-      for (uint32_t k = 0; k < state_.n; ++k) machine_.step(state_.s[k], static_cast<uint8_t>(c), next);
+      for (uint32_t k = 0; k < state_.n; ++k)
+        machine_.step(state_.s[k], static_cast<uint8_t>(c), next);
       extends = next.n > 0;
     }
     arena.resize(mark);
@@ -1780,8 +1845,9 @@ class JsonConstraint final : public TokenConstraint {
 };
 
 // The vocabulary tables of a tokenizer, built once: a server makes a factory per request, and
-// building the tries of a 32,000-token vocabulary costs about 10 ms. Keyed by the tokenizer's address and a fingerprint of its vocabulary, so that a new
-// tokenizer at the address of a freed one is not mistaken for it.
+// building the tries of a 32,000-token vocabulary costs about 10 ms. Keyed by the tokenizer's
+// address and a fingerprint of its vocabulary, so that a new tokenizer at the address of a freed
+// one is not mistaken for it.
 std::shared_ptr<const Vocab> vocab_for(const Tokenizer& tokenizer) {
   uint64_t fingerprint = static_cast<uint64_t>(tokenizer.n_vocab());
   auto mix = [&](uint64_t x) { fingerprint = (fingerprint ^ x) * 0x100000001B3ull + (x >> 7); };

@@ -2,8 +2,8 @@
 // {"type": "json_schema", ...}) enforced while sampling. The schema is compiled once into a small
 // grammar; each generated choice runs a byte-level pushdown automaton over it, and before every
 // token the vocabulary (a trie of all token byte strings, shared by every choice) is walked with
-// the automaton so that every token whose bytes cannot continue the output is banned. What comes out
-// parses as JSON and validates against the schema; see docs/structured-output.md for what is
+// the automaton so that every token whose bytes cannot continue the output is banned. What comes
+// out parses as JSON and validates against the schema; see docs/structured-output.md for what is
 // supported, what is refused and the whitespace policy.
 #pragma once
 
@@ -21,7 +21,8 @@ namespace sq {
 
 class Tokenizer;
 
-// schema: the JSON Schema object of {"type":"json_schema","json_schema":{"schema":...}}, or null for
+// schema: the JSON Schema object of {"type":"json_schema","json_schema":{"schema":...}}, or null
+// for
 // {"type":"json_object"} (any JSON object). Throws InvalidArgument naming the schema path of
 // anything unsupported or invalid (e.g. "schema.properties.age.type: 'decimal' is not a JSON Schema
 // type"). The factory keeps no reference to `tokenizer` or `schema`: it copies what it needs (the

@@ -80,7 +80,8 @@ const std::vector<std::string>& schemas() {
 
 struct Walk {
   std::string output;
-  bool finished = false;  // the constraint said finished() or allowed end-of-generation and we took it
+  bool finished =
+      false;  // the constraint said finished() or allowed end-of-generation and we took it
   int steps = 0;
 };
 
@@ -109,7 +110,8 @@ Walk random_walk(const Tokenizer& tok, TokenConstraint& c, uint64_t seed, int ca
       EXPECT_FALSE(tok.is_control(id)) << "control token " << id << " allowed";
       allowed.push_back(id);
       const std::string b = tok.token_bytes(id);
-      if (b.size() == 1 && std::string("\"]},").find(b[0]) != std::string::npos) closers.push_back(id);
+      if (b.size() == 1 && std::string("\"]},").find(b[0]) != std::string::npos)
+        closers.push_back(id);
     }
     EXPECT_EQ(eog_allowed, c.complete()) << w.output;
     if (c.finished()) {
@@ -133,8 +135,8 @@ Walk random_walk(const Tokenizer& tok, TokenConstraint& c, uint64_t seed, int ca
   return w;
 }
 
-// Whether `text` is a prefix of some JSON text, by nlohmann's parser (which squeeze's automaton does
-// not use): it parses, or it fails only at the end of the input.
+// Whether `text` is a prefix of some JSON text, by nlohmann's parser (which squeeze's automaton
+// does not use): it parses, or it fails only at the end of the input.
 bool json_prefix(const std::string& text) {
   try {
     const json parsed = json::parse(text);
@@ -214,9 +216,9 @@ TEST_F(JsonConstraintVocab, RandomWalksParseAndValidate) {
         auto c = factory();
         const uint64_t seed = si * 1000 + static_cast<uint64_t>(r) + (large ? 500 : 0);
         Walk w = random_walk(*tok, *c, seed, 160, 0.15 + 0.1 * r);
-        const std::string label =
-            "schema " + std::to_string(si) + (large ? " llama-2-tiny" : " stories260K") +
-            " seed " + std::to_string(seed) + ": " + w.output;
+        const std::string label = "schema " + std::to_string(si) +
+                                  (large ? " llama-2-tiny" : " stories260K") + " seed " +
+                                  std::to_string(seed) + ": " + w.output;
         if (w.finished) {
           ++finished;
           cases.push_back({schema, w.output, label});
@@ -233,7 +235,8 @@ TEST_F(JsonConstraintVocab, RandomWalksParseAndValidate) {
         Walk w = random_walk(*tok, *c, seed, 3 + 4 * r, 0.0);
         if (!w.finished) {
           ++unfinished;
-          EXPECT_TRUE(json_prefix(w.output)) << "not a JSON prefix: schema " << si << ": " << w.output;
+          EXPECT_TRUE(json_prefix(w.output))
+              << "not a JSON prefix: schema " << si << ": " << w.output;
         }
       }
     }
@@ -349,33 +352,44 @@ void expect_invalid(const std::string& schema, const std::string& needle) {
 TEST(JsonConstraint, UnsupportedAndInvalidSchemasNameThePath) {
   expect_invalid(R"({"type":"object","properties":{"age":{"type":"decimal"}}})",
                  "schema.properties.age.type: 'decimal' is not a JSON Schema type");
-  expect_invalid(R"({"type":"object","properties":{"code":{"type":"string","pattern":"^[A-Z]+$"}}})",
-                 "schema.properties.code.pattern");
+  expect_invalid(
+      R"({"type":"object","properties":{"code":{"type":"string","pattern":"^[A-Z]+$"}}})",
+      "schema.properties.code.pattern");
   expect_invalid(R"({"type":"string","format":"date-time"})", "schema.format");
   expect_invalid(R"({"not":{"type":"string"}})", "schema.not: the keyword 'not' is not supported");
   expect_invalid(R"({"type":"array","items":{"type":"integer","multipleOf":3}})",
                  "schema.items.multipleOf");
   expect_invalid(R"({"$ref":"#/$defs/missing"})", "schema.$ref: '#/$defs/missing' does not exist");
   expect_invalid(R"({"$ref":"http://example.com/s.json"})", "schema.$ref");
-  expect_invalid(R"({"type":"string","minLength":5,"maxLength":2})", "minLength 5 is above maxLength 2");
-  expect_invalid(R"({"type":"string","minLength":-1})", "schema.minLength: expected a non-negative integer");
-  expect_invalid(R"({"type":"integer","minimum":3,"maximum":2})", "no integer lies within the bounds");
-  expect_invalid(R"({"type":"integer","minimum":0.2,"maximum":0.8})", "no integer lies within the bounds");
+  expect_invalid(R"({"type":"string","minLength":5,"maxLength":2})",
+                 "minLength 5 is above maxLength 2");
+  expect_invalid(R"({"type":"string","minLength":-1})",
+                 "schema.minLength: expected a non-negative integer");
+  expect_invalid(R"({"type":"integer","minimum":3,"maximum":2})",
+                 "no integer lies within the bounds");
+  expect_invalid(R"({"type":"integer","minimum":0.2,"maximum":0.8})",
+                 "no integer lies within the bounds");
   expect_invalid(R"({"enum":[]})", "schema.enum: expected a non-empty array");
   expect_invalid(R"({"type":"string","enum":[1,2]})", "no value of enum/const satisfies");
   expect_invalid(R"({"oneOf":[{"type":"number"},{"type":"integer"}]})",
                  "schema.oneOf: alternatives 0 and 1 may both match");
   expect_invalid(R"({"type":"array","prefixItems":[{"type":"string"}],"items":false,"minItems":2})",
                  "minItems 2 is above the most items allowed (1)");
-  expect_invalid(R"({"type":"object","properties":{"a":{"type":"string"}},"required":["b"],"additionalProperties":false})",
-                 "schema.required.0: 'b' is required but is not in properties");
-  expect_invalid(R"({"$defs":{"n":{"type":"object","properties":{"next":{"$ref":"#/$defs/n"}},"required":["next"]}},"$ref":"#/$defs/n"})",
-                 "no finite JSON value satisfies it");
-  expect_invalid(R"({"$defs":{"a":{"anyOf":[{"$ref":"#/$defs/a"},{"type":"null"}]}},"$ref":"#/$defs/a"})",
-                 "contains itself");
-  expect_invalid(R"({"allOf":[{"type":"string"},{"maxLength":3}]})", "schema.allOf: only an allOf of exactly one");
-  expect_invalid(R"({"type":"object","properties":{"a":false}})", "schema.properties.a: the schema false");
-  expect_invalid(R"({"type":"object","anyOf":[{"required":["a"]}]})", "schema.type: 'type' beside 'anyOf'");
+  expect_invalid(
+      R"({"type":"object","properties":{"a":{"type":"string"}},"required":["b"],"additionalProperties":false})",
+      "schema.required.0: 'b' is required but is not in properties");
+  expect_invalid(
+      R"({"$defs":{"n":{"type":"object","properties":{"next":{"$ref":"#/$defs/n"}},"required":["next"]}},"$ref":"#/$defs/n"})",
+      "no finite JSON value satisfies it");
+  expect_invalid(
+      R"({"$defs":{"a":{"anyOf":[{"$ref":"#/$defs/a"},{"type":"null"}]}},"$ref":"#/$defs/a"})",
+      "contains itself");
+  expect_invalid(R"({"allOf":[{"type":"string"},{"maxLength":3}]})",
+                 "schema.allOf: only an allOf of exactly one");
+  expect_invalid(R"({"type":"object","properties":{"a":false}})",
+                 "schema.properties.a: the schema false");
+  expect_invalid(R"({"type":"object","anyOf":[{"required":["a"]}]})",
+                 "schema.type: 'type' beside 'anyOf'");
   expect_invalid(R"(["string"])", "schema: a schema must be an object or a boolean");
   std::string deep = R"({"type":"string"})";
   for (int i = 0; i < 2000; ++i) deep = R"({"type":"array","items":)" + deep + "}";
@@ -425,19 +439,19 @@ TEST(JsonConstraint, WhitespaceIsBounded) {
 TEST(JsonConstraint, StringsEscapesAndUtf8) {
   const std::string s = R"({"type":"string"})";
   expect_complete(s, "\"caf\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x98\x80\"");
-  expect_prefix(s, "\"caf\xC3");  // a character split across tokens
+  expect_prefix(s, "\"caf\xC3");      // a character split across tokens
   expect_refused(s, "\"a\x01\"", 2);  // raw control character
   expect_refused(s, "\"a\nb\"", 2);
   expect_complete(s, R"("tab\t quote\" back\\ slash\/ \u00e9 \uD83D\uDE00")");
   expect_refused(s, R"("\x")", 2);
-  expect_refused(s, R"("\uDC00")", 4);  // lone low surrogate
+  expect_refused(s, R"("\uDC00")", 4);   // lone low surrogate
   expect_refused(s, R"("\uD800x")", 7);  // high surrogate not followed by a low one
   expect_refused(s, R"("\uD800\u0041")", 10);
-  expect_refused(s, "\"\xC0\x80\"", 1);      // overlong
-  expect_refused(s, "\"\xE0\x80\x80\"", 2);  // overlong three-byte form
-  expect_refused(s, "\"\xED\xA0\x80\"", 2);  // UTF-16 surrogate in UTF-8
+  expect_refused(s, "\"\xC0\x80\"", 1);          // overlong
+  expect_refused(s, "\"\xE0\x80\x80\"", 2);      // overlong three-byte form
+  expect_refused(s, "\"\xED\xA0\x80\"", 2);      // UTF-16 surrogate in UTF-8
   expect_refused(s, "\"\xF4\x90\x80\x80\"", 2);  // above U+10FFFF
-  expect_refused(s, "\"\xC3\"", 2);  // truncated character
+  expect_refused(s, "\"\xC3\"", 2);              // truncated character
   // Lengths count code points; an escape is one, a surrogate pair one.
   const std::string len = R"({"type":"string","minLength":2,"maxLength":3})";
   expect_complete(len, "\"\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\"");
