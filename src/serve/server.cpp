@@ -844,6 +844,10 @@ void Server::Impl::handle_generation(const std::string& raw, httplib::Response& 
       }
     }
   }
+  if (params.n > std::max(options.parallel, 1)) {
+    bad_param("n", fmt::format("n is {}, this server generates at most {} choices at once (--parallel)", params.n,
+                               std::max(options.parallel, 1)));
+  }
   const char* prompt_param = chat ? "messages" : "prompt";
   for (const auto& p : prompts) {
     if (p.empty()) bad_param(prompt_param, "the prompt is empty (no tokens)");

@@ -607,6 +607,7 @@ TEST_F(ServerTest, BadParametersAre400NamingTheParameter) {
       {{{"max_tokens", 1.5}}, "max_tokens"},
       {{{"n", 0}}, "n"},
       {{{"n", 100}}, "n"},
+      {{{"n", 5}}, "n"},  // above --parallel (4)
       {{{"stop", 5}}, "stop"},
       {{{"stop", json::array({"ok", 3})}}, "stop[1]"},
       {{{"stop", ""}}, "stop"},
