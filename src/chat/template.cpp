@@ -1,3 +1,5 @@
+// ChatTemplate: a parsed template plus the variables transformers gives one (messages,
+// add_generation_prompt, bos_token, eos_token, tools), and the built-in formats.
 #include "chat/template.h"
 
 #include <cstdio>
@@ -126,6 +128,12 @@ ChatTemplate ChatTemplate::builtin(std::string_view name) {
   std::string known;
   for (const Builtin& b : kBuiltins) known += (known.empty() ? "" : ", ") + std::string(b.name);
   fail<InvalidArgument>("unknown built-in chat template '{}'; known: {}", name, known);
+}
+
+ChatTemplate ChatTemplate::for_model(const std::string& chat_template, bool* used_fallback) {
+  const bool none = chat_template.empty();
+  if (used_fallback != nullptr) *used_fallback = none;
+  return none ? builtin("chatml") : parse(chat_template);
 }
 
 std::vector<std::string> ChatTemplate::builtin_names() {

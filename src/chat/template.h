@@ -41,6 +41,9 @@ class ChatTemplate {
   // naming the known ones for any other name.
   static ChatTemplate builtin(std::string_view name);
   static std::vector<std::string> builtin_names();
+  // The template a model ships (Engine::chat_template()), or chatml when it ships none; sets
+  // *used_fallback so that the caller can say so in its log.
+  static ChatTemplate for_model(const std::string& chat_template, bool* used_fallback = nullptr);
 
   // Renders `messages` (an array of {"role", "content", ...} objects). Throws InvalidArgument for
   // a raise_exception() in the template (with its message) or a runtime error in the template

@@ -76,7 +76,7 @@ int run_template(const TemplateFlags& f) {
                    "squeeze: warning: %s has no tokenizer.chat_template; using the built-in "
                    "chatml format\n",
                    f.model.model.c_str());
-      tmpl.emplace(ChatTemplate::builtin("chatml"));
+      tmpl.emplace(ChatTemplate::for_model(src.text));
     }
   } else if (!f.template_file.empty()) {
     src.text = read_file(f.template_file);

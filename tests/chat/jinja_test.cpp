@@ -321,6 +321,11 @@ TEST(ChatTemplate, BuiltinsFollowTheDocumentedFormats) {
   EXPECT_EQ(ChatTemplate::builtin("chatml").render(parts, o),
             "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(ChatTemplate::builtin_names().size(), 6u);
+  bool fallback = false;
+  EXPECT_EQ(ChatTemplate::for_model("", &fallback).source(), ChatTemplate::builtin("chatml").source());
+  EXPECT_TRUE(fallback);
+  EXPECT_EQ(ChatTemplate::for_model("x{{ 1 }}", &fallback).render(nlohmann::json::array(), o), "x1");
+  EXPECT_FALSE(fallback);
   try {
     ChatTemplate::builtin("vicuna");
     FAIL();
