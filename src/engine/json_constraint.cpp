@@ -1880,7 +1880,11 @@ std::shared_ptr<const Vocab> vocab_for(const Tokenizer& tokenizer) {
   v->token_bytes.resize(static_cast<size_t>(v->n_vocab));
   for (int32_t id = 0; id < v->n_vocab; ++id) {
     const TokenType type = tokenizer.token_type(id);
-    if (type == TokenType::Control || type == TokenType::Unknown || type == TokenType::Unused) {
+    // Special tokens never: control and unknown ones have no text of their own, and user-defined
+    // ones (<think>, tool-call markers) mean something to the chat template and the decoder even
+    // where their text would fit a string. Their text stays reachable through ordinary tokens.
+    if (type == TokenType::Control || type == TokenType::Unknown || type == TokenType::Unused ||
+        type == TokenType::UserDefined) {
       continue;
     }
     if (tokenizer.is_eog(id)) continue;

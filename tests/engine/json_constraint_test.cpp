@@ -566,7 +566,8 @@ TEST_F(JsonConstraintVocab, MaskEqualsTheByteLevelAutomaton) {
       std::vector<int32_t> ids;
       for (int32_t id = 0; id < tok->n_vocab(); ++id) {
         if (tok->is_control(id) || tok->is_eog(id) || tok->token_type(id) == TokenType::Unknown ||
-            tok->token_type(id) == TokenType::Unused || tok->token_bytes(id).empty()) {
+            tok->token_type(id) == TokenType::Unused ||
+            tok->token_type(id) == TokenType::UserDefined || tok->token_bytes(id).empty()) {
           EXPECT_EQ(logits[static_cast<size_t>(id)] == kNegInf, !tok->is_eog(id) || !c->complete())
               << id;
           continue;
