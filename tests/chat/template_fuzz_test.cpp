@@ -2,6 +2,7 @@
 // mutated at random (bytes cut, repeated, flipped; Jinja fragments spliced in) must parse and
 // render or fail with squeeze's own typed errors, never crash, hang or throw anything else. Runs
 // under ASan and UBSan in the debug preset.
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
@@ -106,9 +107,12 @@ TEST(ChatTemplateFuzz, MutatedRealTemplatesFailCleanly) {
   ASSERT_FALSE(sources.empty());
   std::sort(sources.begin(), sources.end());
   const jinja::RenderInput in = fuzz_input();
-  std::mt19937 rng(20240726);
+  // SQUEEZE_FUZZ_CASES / SQUEEZE_FUZZ_SEED run a longer or different campaign by hand.
+  const char* n_env = std::getenv("SQUEEZE_FUZZ_CASES");
+  const char* seed_env = std::getenv("SQUEEZE_FUZZ_SEED");
+  std::mt19937 rng(seed_env ? static_cast<uint32_t>(std::strtoul(seed_env, nullptr, 10)) : 20240726u);
   int rendered = 0;
-  constexpr int kCases = 1500;
+  const int kCases = n_env ? std::max(1, std::atoi(n_env)) : 1500;
   for (int k = 0; k < kCases; ++k) {
     const std::string& base = sources[rng() % sources.size()];
     const std::string src = mutate(base, rng);
