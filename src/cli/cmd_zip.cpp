@@ -111,9 +111,9 @@ int zip(const ZipFlags& f) {
     const double model_bpb = st.input_bytes > 0 ? st.model_bits / static_cast<double>(st.input_bytes) : 0.0;
     fmt::print(stderr,
                "squeeze: {} -> {}: {} -> {} bytes ({:.3f} bits/byte; the model's cross-entropy {:.3f}), "
-               "{} tokens in {} chunks of {} positions, {:.2f} s ({:.1f} kB/s)\n",
+               "{} tokens in {} segments of at most {} positions ({} chunks), {:.2f} s ({:.1f} kB/s)\n",
                f.input, out_path, st.input_bytes, st.archive_bytes, bpb, model_bpb, st.n_tokens,
-               st.n_chunks, codec::read_info(archive).chunk_tokens, st.seconds,
+               st.n_segments, codec::read_info(archive).chunk_tokens, st.n_chunks, st.seconds,
                st.seconds > 0 ? static_cast<double>(st.input_bytes) / 1e3 / st.seconds : 0.0);
     if (st.escaped_bytes > 0 || st.stored_chunks > 0) {
       fmt::print(stderr, "squeeze: {} bytes the tokenizer cannot carry were escaped; {} chunks stored "
@@ -221,8 +221,9 @@ Runner add_zip(CLI::App& app) {
                   "Archive to write ('-': standard output; default: INPUT.sqz, or standard output "
                   "for standard input)");
   cmd->add_option("-c,--chunk", f->chunk,
-                  "Model positions per chunk, start token included; chunks are coded independently "
-                  "and in parallel (default: the model's context, at most 2048)");
+                  "Model positions per segment, start token included: the most context the model "
+                  "sees; the model also starts afresh where the text does (default: the model's "
+                  "context, at most 2048). Chunks of up to 8 segments are coded in parallel");
   cmd->add_option("-t,--threads", f->threads, "Threads (default: physical cores)");
   cmd->add_flag("-f,--force", f->force, "Overwrite an existing output file");
   cmd->add_flag("-q,--quiet", f->quiet, "No progress and no summary on standard error");

@@ -80,4 +80,22 @@ double FreqTable::model_bits(int32_t token) const {
   return log2_sum_ - d * 1.4426950408889634;
 }
 
+double token_bits(const float* logits, int32_t n, int32_t token, std::vector<float>& scratch) {
+  const auto count = static_cast<size_t>(n);
+  float m = -std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < count; ++i) {
+    if (logits[i] > m) m = logits[i];
+  }
+  if (!std::isfinite(m)) return std::log2(static_cast<double>(n));
+  scratch.assign(logits, logits + count);
+  for (float& x : scratch) {
+    if (!(x >= -std::numeric_limits<float>::max())) x = -std::numeric_limits<float>::infinity();
+  }
+  kernels::attn_kernels().exp_sub(scratch.data(), m, n);
+  double sum = 0;
+  for (float p : scratch) sum += static_cast<double>(p);
+  const double d = static_cast<double>(logits[static_cast<size_t>(token)]) - static_cast<double>(m);
+  return std::log2(sum) - d * 1.4426950408889634;
+}
+
 }  // namespace sq::codec

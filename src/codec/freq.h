@@ -48,4 +48,8 @@ class FreqTable {
   double log2_sum_ = 0;
 };
 
+// -log2 p(token) under the softmax of `logits` (n of them): FreqTable::model_bits without building
+// a table. `scratch` is reused between calls.
+double token_bits(const float* logits, int32_t n, int32_t token, std::vector<float>& scratch);
+
 }  // namespace sq::codec

@@ -8,10 +8,12 @@
 #include <cstring>
 #include <exception>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "base/detmath.h"
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "codec/freq.h"
@@ -25,7 +27,7 @@ namespace sq::codec {
 namespace {
 
 constexpr char kMagic[4] = {'S', 'Q', 'Z', '\x1a'};
-constexpr uint16_t kFormatVersion = 1;
+constexpr uint16_t kFormatVersion = 2;
 constexpr size_t kMaxNameBytes = 1024;
 constexpr int32_t kMinChunkTokens = 2;
 constexpr int32_t kPrefillBatch = 64;       // positions per forward pass when compressing
@@ -257,24 +259,89 @@ Symbols symbolize(const Coder& c, std::string_view input, ThreadPool& pool) {
   return all;
 }
 
-// ---- chunks ---------------------------------------------------------------------------------------
+// ---- chunks and segments --------------------------------------------------------------------------
+//
+// A chunk is the unit of the table: coded independently of every other chunk (so that chunks are
+// coded and decoded in parallel), with its own length, size and checksum. Inside a chunk the text
+// runs through the model in segments: a segment starts from a fresh context (the start token, an
+// empty cache) and holds at most the chunk size (-c) in tokens. The coder may start a new segment
+// at the start of any line, where the text no longer depends on what came before (a new story, a
+// new document); the decoder learns of it from one adaptive bit coded after every line end.
+
+constexpr int32_t kSegmentsPerChunk = 8;  // a chunk holds up to this many full segments of text
+constexpr int32_t kProbeTokens = 24;      // tokens of a line compared with and without context
+constexpr int kBitTotalLog = 16;          // resolution of the adaptive bits
+
+// An adaptive binary probability: counts halved when they grow large, so that it follows the text.
+// Integers only, so that both sides compute the same frequencies.
+class AdaptiveBit {
+ public:
+  void encode(RangeEncoder& enc, bool bit) {
+    const uint64_t f1 = freq_one();
+    if (bit) {
+      enc.encode(kTotal - f1, f1, kTotal);
+    } else {
+      enc.encode(0, kTotal - f1, kTotal);
+    }
+    update(bit);
+  }
+  bool decode(RangeDecoder& dec, bool& bit) {
+    const uint64_t f1 = freq_one();
+    uint64_t v = 0;
+    if (!dec.peek(kTotal, v)) return false;
+    bit = v >= kTotal - f1;
+    dec.consume(bit ? kTotal - f1 : 0, bit ? f1 : kTotal - f1);
+    update(bit);
+    return true;
+  }
+  // What coding `bit` costs now, in bits (the encoder's choices and statistics only).
+  double cost(bool bit) const {
+    const uint64_t f1 = freq_one();
+    const auto f = static_cast<double>(bit ? f1 : kTotal - f1);
+    return -detmath::log(f / static_cast<double>(kTotal)) / detmath::log(2.0);
+  }
+
+ private:
+  static constexpr uint64_t kTotal = uint64_t{1} << kBitTotalLog;
+  uint64_t freq_one() const {
+    const uint64_t f = (uint64_t{n1_} << kBitTotalLog) / (uint64_t{n0_} + n1_);
+    return std::clamp<uint64_t>(f, 1, kTotal - 1);
+  }
+  void update(bool bit) {
+    (bit ? n1_ : n0_) += 2;
+    if (n0_ + n1_ > 4096) {
+      n0_ = (n0_ + 1) / 2;
+      n1_ = (n1_ + 1) / 2;
+    }
+  }
+  uint32_t n0_ = 1, n1_ = 1;
+};
+
+// The bits a chunk codes beside its symbols, the same on both sides.
+struct SegmentBits {
+  AdaptiveBit restart[2];  // after a line end: start a new segment? (context: the line was empty)
+  AdaptiveBit prefix;      // after a segment start: does its first token carry a space the text lacks?
+  bool prefix_capable = false;
+
+  explicit SegmentBits(const Coder& c)
+      : prefix_capable(c.tok->model() == Tokenizer::Model::Spm && c.tok->add_space_prefix()) {}
+};
 
 struct Chunk {
-  std::vector<int32_t> syms;  // the chunk's symbols (its head may be re-tokenized, see add_prefix_spaces)
-  bool prefix_space = false;  // the first token carries a space that is not in the text
+  std::vector<int32_t> syms;  // the chunk's symbols as the whole input was tokenized
   uint64_t byte_begin = 0, byte_end = 0;
   std::string payload;  // coded bytes, or the original bytes when stored
   bool stored = false;
   uint64_t checksum = 0;
   double model_bits = 0;
+  double segment_bits = 0;  // what the restart and prefix bits cost at their probabilities
   uint64_t n_tokens = 0;
+  uint64_t n_segments = 0;
 };
 
 // Chunks of at most `per_chunk` tokens. A chunk ends at the start of a line where one begins in its
-// second half: the next chunk then starts where text starts, which the model predicts better than
-// the middle of a sentence.
-std::vector<Chunk> cut_chunks(const Coder& c, const Symbols& s, int32_t positions) {
-  const int32_t per_chunk = c.tokens_per_chunk(positions);
+// second half.
+std::vector<Chunk> cut_chunks(const Coder& c, const Symbols& s, int64_t per_chunk) {
   auto bytes_of = [&](int32_t sym) -> const std::string* {
     return sym >= 0 ? &c.piece[static_cast<size_t>(sym)] : nullptr;
   };
@@ -285,7 +352,7 @@ std::vector<Chunk> cut_chunks(const Coder& c, const Symbols& s, int32_t position
   size_t begin = 0;
   uint64_t begin_byte = 0;
   while (begin < s.syms.size()) {
-    int32_t tokens = 0;
+    int64_t tokens = 0;
     uint64_t at = begin_byte;
     size_t end = s.syms.size(), line_end = 0;
     uint64_t end_byte = 0, line_end_byte = 0;
@@ -325,50 +392,23 @@ std::vector<Chunk> cut_chunks(const Coder& c, const Symbols& s, int32_t position
   return chunks;
 }
 
-// SentencePiece models saw every text start as "▁Word" after BOS (the encoder's prefix space);
-// a chunk that starts with "Word" would begin with tokens the model rarely saw there. Where the
-// vocabulary adds a prefix space, the first line of each chunk is tokenized again with a space in
-// front, kept only if it still round-trips and fits the chunk; the decoder drops that one space.
-void add_prefix_spaces(const Coder& c, std::string_view input, std::vector<Chunk>& chunks,
-                       int32_t positions) {
-  if (c.tok->model() != Tokenizer::Model::Spm || !c.tok->add_space_prefix()) return;
-  const int32_t per_chunk = c.tokens_per_chunk(positions);
-  for (Chunk& ch : chunks) {
-    size_t head = 0;
-    uint64_t head_bytes = 0;
-    while (head < ch.syms.size() && ch.syms[head] >= 0) {
-      const std::string& p = c.piece[static_cast<size_t>(ch.syms[head])];
-      head_bytes += p.size();
-      ++head;
-      if (!p.empty() && p.back() == '\n') break;
-    }
-    if (head == 0 || input[ch.byte_begin] == ' ') continue;
-    std::string text(1, ' ');
-    text.append(input.substr(ch.byte_begin, head_bytes));
-    Symbols redone;
-    if (!add_if_exact(c, text, redone) || redone.syms.empty()) continue;
-    int32_t tokens = 0;
-    for (int32_t sym : ch.syms) tokens += sym >= 0 ? 1 : 0;
-    const auto grow = static_cast<int32_t>(redone.syms.size()) - static_cast<int32_t>(head);
-    if (tokens + grow > per_chunk) continue;
-    ch.syms.erase(ch.syms.begin(), ch.syms.begin() + static_cast<std::ptrdiff_t>(head));
-    ch.syms.insert(ch.syms.begin(), redone.syms.begin(), redone.syms.end());
-    ch.prefix_space = true;
-  }
-}
-
 // One coding thread's model state.
 struct Worker {
   const Coder& c;
   ThreadPool pool;
   KvCache kv;
+  KvCache probe_kv;             // the start of a line from a fresh context (compressing)
   std::vector<float> logits;    // [kPrefillBatch, n_vocab] when compressing, [n_vocab] otherwise
+  std::vector<float> prev_row;  // compressing: the last row of the previous batch
+  std::vector<float> probe_logits;
   std::vector<float> uniform;   // all-zero logits: the distribution before any context
   FreqTable table;
+  std::vector<float> scratch;   // token_bits()
   int64_t table_pos = -2;       // the context position `table` was built for
 
   Worker(const Coder& coder, int threads, int32_t positions)
       : c(coder), pool(threads), kv(coder.model->config, positions, ops::KvType::F16),
+        probe_kv(coder.model->config, std::min(positions, kProbeTokens + 8), ops::KvType::F16),
         uniform(static_cast<size_t>(coder.n_vocab), 0.0f) {}
 
   // The table for the symbol after context position `pos` (-1: before any context), given the
@@ -380,61 +420,238 @@ struct Worker {
   }
 };
 
-// Compresses one chunk into chunk.payload.
-void encode_chunk(Worker& w, std::string_view input, const Symbols& s, Chunk& chunk) {
-  const Coder& c = w.c;
-  // The model's context: the start token, then every token of the chunk.
-  std::vector<int32_t> ctx;
-  if (c.start_token >= 0) ctx.push_back(c.start_token);
-  for (int32_t sym : chunk.syms) {
-    if (sym >= 0) ctx.push_back(sym);
-  }
-  w.kv.clear();
-  w.table_pos = -2;
-  const auto n_vocab = static_cast<size_t>(c.n_vocab);
-  w.logits.resize(kPrefillBatch * n_vocab);
-  int64_t batch_begin = -1, batch_end = -1;  // context positions whose logits are in w.logits
-  auto logits_at = [&](int64_t pos) -> const float* {
-    if (pos < 0) return nullptr;
-    if (pos >= batch_end) {
-      batch_begin = w.kv.size();
-      batch_end = std::min<int64_t>(batch_begin + kPrefillBatch, static_cast<int64_t>(ctx.size()));
-      const auto n = static_cast<size_t>(batch_end - batch_begin);
-      w.c.model->forward(std::span<const int32_t>(ctx.data() + batch_begin, n),
-                         static_cast<int32_t>(batch_begin), w.kv, w.pool,
-                         std::span<float>(w.logits.data(), n * n_vocab), true);
-    }
-    return w.logits.data() + static_cast<size_t>(pos - batch_begin) * n_vocab;
-  };
+bool ends_line(std::string_view bytes) { return !bytes.empty() && bytes.back() == '\n'; }
 
-  RangeEncoder enc;
-  const int64_t offset = c.start_token >= 0 ? 0 : -1;  // context position before token 0
-  int64_t coded = 0;
-  for (const int32_t sym : chunk.syms) {
-    const int64_t pos = offset + coded;
-    w.build(pos, logits_at(pos));
-    if (sym >= 0) {
-      enc.encode(w.table.cum(sym), w.table.freq(sym), w.table.total());
-      chunk.model_bits += w.table.model_bits(sym);
-      ++coded;
-    } else {
-      const auto& [at, len] = s.raws[static_cast<size_t>(~sym)];
-      enc.encode(w.table.cum(c.n_vocab), w.table.freq(c.n_vocab), w.table.total());
-      enc.encode_bits(len - 1, 16);
-      for (uint32_t k = 0; k < len; ++k) enc.encode_bits(static_cast<uint8_t>(input[at + k]), 8);
-      chunk.model_bits += 16 + 8.0 * len;
+// Compresses one chunk into chunk.payload.
+class ChunkEncoder {
+ public:
+  ChunkEncoder(Worker& w, std::string_view input, const Symbols& s, Chunk& chunk, int32_t positions)
+      : w_(w), c_(w.c), input_(input), s_(s), chunk_(chunk), bits_(c_),
+        per_seg_(c_.tokens_per_chunk(positions)), n_vocab_(static_cast<size_t>(c_.n_vocab)) {}
+
+  void run() {
+    w_.logits.resize(kPrefillBatch * n_vocab_);
+    w_.prev_row.resize(n_vocab_);
+    // The chunk's lines: a line ends after a symbol whose bytes end with a newline.
+    const std::vector<int32_t>& syms = chunk_.syms;
+    size_t line = 0;
+    uint64_t byte = chunk_.byte_begin;
+    bool first = true;
+    while (line < syms.size()) {
+      size_t end = line;
+      uint64_t end_byte = byte;
+      while (end < syms.size()) {
+        end_byte += length_of(syms[end]);
+        if (ends_line(bytes_of(syms[end]))) {
+          ++end;
+          break;
+        }
+        ++end;
+      }
+      const std::span<const int32_t> original(syms.data() + line, end - line);
+      code_line(original, byte, end_byte, first);
+      first = false;
+      line = end;
+      byte = end_byte;
+    }
+    chunk_.n_tokens = static_cast<uint64_t>(coded_tokens_);
+    const std::string_view text = input_.substr(chunk_.byte_begin, chunk_.byte_end - chunk_.byte_begin);
+    chunk_.checksum = xxh3(text);
+    chunk_.payload = enc_.finish();
+    if (chunk_.payload.size() >= text.size()) {
+      chunk_.payload.assign(text);
+      chunk_.stored = true;
     }
   }
-  chunk.n_tokens = static_cast<uint64_t>(coded);
-  const std::string_view original = input.substr(chunk.byte_begin, chunk.byte_end - chunk.byte_begin);
-  chunk.checksum = xxh3(original);
-  chunk.payload = enc.finish();
-  if (chunk.payload.size() >= original.size()) {
-    chunk.payload.assign(original);
-    chunk.stored = true;
-    chunk.prefix_space = false;
+
+ private:
+  uint64_t length_of(int32_t sym) const {
+    return sym >= 0 ? c_.piece[static_cast<size_t>(sym)].size() : s_.raws[static_cast<size_t>(~sym)].second;
   }
-}
+  std::string_view bytes_of(int32_t sym) const {
+    if (sym >= 0) return c_.piece[static_cast<size_t>(sym)];
+    const auto& [at, len] = s_.raws[static_cast<size_t>(~sym)];
+    return input_.substr(at, len);
+  }
+  static int32_t count_tokens(std::span<const int32_t> v) {
+    int32_t n = 0;
+    for (int32_t sym : v) n += sym >= 0 ? 1 : 0;
+    return n;
+  }
+
+  // The line tokenized after a space, as a fresh segment would start it under a SentencePiece
+  // vocabulary; empty when it would not round-trip or would end lines elsewhere.
+  std::vector<int32_t> prefixed(std::span<const int32_t> original, uint64_t byte, uint64_t end_byte) const {
+    if (!bits_.prefix_capable || byte == end_byte || input_[byte] == ' ') return {};
+    std::string text(1, ' ');
+    text.append(input_.substr(byte, end_byte - byte));
+    Symbols redone;
+    if (!add_if_exact(c_, text, redone) || redone.syms.empty()) return {};
+    for (size_t i = 0; i + 1 < redone.syms.size(); ++i) {
+      if (ends_line(bytes_of(redone.syms[i]))) return {};
+    }
+    if (ends_line(bytes_of(redone.syms.back())) != ends_line(bytes_of(original.back()))) return {};
+    return redone.syms;
+  }
+
+  // The distribution row after context position `pos` of the current segment.
+  const float* row(int64_t pos) {
+    if (pos < 0) return nullptr;
+    if (pos == batch_begin_ - 1 && prev_valid_) return w_.prev_row.data();
+    if (pos >= batch_end_) {
+      if (batch_end_ > batch_begin_) {
+        std::memcpy(w_.prev_row.data(), w_.logits.data() + static_cast<size_t>(batch_end_ - 1 - batch_begin_) * n_vocab_,
+                    n_vocab_ * sizeof(float));
+        prev_valid_ = batch_end_ - 1 == w_.kv.size() - 1;
+      }
+      batch_begin_ = w_.kv.size();
+      batch_end_ = std::min<int64_t>(batch_begin_ + kPrefillBatch, static_cast<int64_t>(ctx_.size()));
+      const auto n = static_cast<size_t>(batch_end_ - batch_begin_);
+      c_.model->forward(std::span<const int32_t>(ctx_.data() + batch_begin_, n),
+                        static_cast<int32_t>(batch_begin_), w_.kv, w_.pool,
+                        std::span<float>(w_.logits.data(), n * n_vocab_), true);
+    }
+    return w_.logits.data() + static_cast<size_t>(pos - batch_begin_) * n_vocab_;
+  }
+  // Context position before the next token of the segment.
+  int64_t next_pos() const { return (c_.start_token >= 0 ? 0 : -1) + seg_tokens_; }
+
+  void start_segment(bool prefix) {
+    w_.kv.clear();
+    ctx_.clear();
+    if (c_.start_token >= 0) ctx_.push_back(c_.start_token);
+    batch_begin_ = batch_end_ = 0;
+    prev_valid_ = false;
+    w_.table_pos = -2;
+    seg_tokens_ = 0;
+    if (bits_.prefix_capable) {
+      chunk_.segment_bits += bits_.prefix.cost(prefix);
+      bits_.prefix.encode(enc_, prefix);
+    }
+    ++chunk_.n_segments;
+  }
+  // Adds the tokens of v[from..] that still fit the segment to the context to run.
+  void plan(std::span<const int32_t> v, size_t from) {
+    int32_t room = per_seg_ - (static_cast<int32_t>(ctx_.size()) - (c_.start_token >= 0 ? 1 : 0));
+    for (size_t i = from; i < v.size() && room > 0; ++i) {
+      if (v[i] >= 0) {
+        ctx_.push_back(v[i]);
+        --room;
+      }
+    }
+  }
+
+  // Bits the first `max_tokens` tokens of `v` cost in the current segment, and the bytes they
+  // cover. The context must hold them (plan()).
+  std::pair<double, uint64_t> cost_here(std::span<const int32_t> v, int32_t max_tokens) {
+    const int64_t planned = static_cast<int64_t>(ctx_.size()) - (c_.start_token >= 0 ? 1 : 0) - seg_tokens_;
+    double bits = 0;
+    uint64_t bytes = 0;
+    int64_t pos = next_pos();
+    int32_t n = 0;
+    for (int32_t sym : v) {
+      if (sym < 0 || n == max_tokens || n == planned) break;
+      bits += token_bits(row(pos), c_.n_vocab, sym, w_.scratch);
+      bytes += c_.piece[static_cast<size_t>(sym)].size();
+      ++pos;
+      ++n;
+    }
+    return {bits, bytes};
+  }
+  // Bits the tokens of `v` that cover `bytes` bytes (plus a prefix space) cost from a fresh start.
+  double cost_fresh(std::span<const int32_t> v, uint64_t bytes, bool prefix) {
+    std::vector<int32_t> probe{c_.start_token};
+    uint64_t covered = 0;
+    for (int32_t sym : v) {
+      if (sym < 0 || covered >= bytes + (prefix ? 1 : 0) ||
+          static_cast<int32_t>(probe.size()) >= w_.probe_kv.capacity()) break;
+      probe.push_back(sym);
+      covered += c_.piece[static_cast<size_t>(sym)].size();
+    }
+    const size_t n = probe.size();
+    w_.probe_logits.resize(n * n_vocab_);
+    w_.probe_kv.clear();
+    c_.model->forward(probe, 0, w_.probe_kv, w_.pool, w_.probe_logits, true);
+    double bits = 0;
+    for (size_t i = 1; i < n; ++i) {
+      bits += token_bits(w_.probe_logits.data() + (i - 1) * n_vocab_, c_.n_vocab, probe[i], w_.scratch);
+    }
+    // A probe that could not cover the same text (an escape, a tiny chunk size) does not count.
+    return covered >= bytes + (prefix ? 1 : 0) ? bits : std::numeric_limits<double>::infinity();
+  }
+
+  void code_line(std::span<const int32_t> original, uint64_t byte, uint64_t end_byte, bool first) {
+    const std::vector<int32_t> pre = prefixed(original, byte, end_byte);
+    const std::span<const int32_t> fresh = pre.empty() ? original : std::span<const int32_t>(pre);
+    bool restart = first;
+    bool planned = false;
+    if (!first) {
+      const bool full = seg_tokens_ == per_seg_;
+      if (!full) {
+        const int32_t room = per_seg_ - seg_tokens_;
+        const int32_t need = count_tokens(original);
+        const bool blank = byte >= chunk_.byte_begin + 2 && input_[byte - 2] == '\n';
+        AdaptiveBit& bit = bits_.restart[blank ? 1 : 0];
+        if (need > room && count_tokens(fresh) <= per_seg_) {
+          restart = true;  // the line fits a fresh segment but not this one
+        } else if (blank && c_.start_token >= 0 && need > 0 &&
+                   !(original.size() == 1 && bytes_of(original[0]) == "\n")) {
+          // Only after an empty line, where documents and stories are separated: elsewhere a
+          // fresh start rarely pays, and probing every line of code or of a table would double
+          // the work.
+          plan(original, 0);
+          planned = true;
+          const auto [here, bytes] = cost_here(original, kProbeTokens);
+          const double fresh_bits = cost_fresh(fresh, bytes, !pre.empty());
+          restart = fresh_bits + bit.cost(true) < here + bit.cost(false);
+        }
+        chunk_.segment_bits += bit.cost(restart);
+        bit.encode(enc_, restart);
+      } else {
+        restart = true;  // forced: the segment is full
+      }
+    }
+    const std::span<const int32_t> v = restart ? fresh : original;
+    if (restart) start_segment(!pre.empty());
+    if (restart || !planned) plan(v, 0);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i > 0 && seg_tokens_ == per_seg_) {  // forced mid-line: the rest goes on in a new segment
+        start_segment(false);
+        plan(v, i);
+      }
+      const int32_t sym = v[i];
+      const int64_t pos = next_pos();
+      w_.build(pos, row(pos));
+      if (sym >= 0) {
+        enc_.encode(w_.table.cum(sym), w_.table.freq(sym), w_.table.total());
+        chunk_.model_bits += w_.table.model_bits(sym);
+        ++seg_tokens_;
+        ++coded_tokens_;
+      } else {
+        const auto& [at, len] = s_.raws[static_cast<size_t>(~sym)];
+        enc_.encode(w_.table.cum(c_.n_vocab), w_.table.freq(c_.n_vocab), w_.table.total());
+        enc_.encode_bits(len - 1, 16);
+        for (uint32_t k = 0; k < len; ++k) enc_.encode_bits(static_cast<uint8_t>(input_[at + k]), 8);
+        chunk_.model_bits += 16 + 8.0 * len;
+      }
+    }
+  }
+
+  Worker& w_;
+  const Coder& c_;
+  std::string_view input_;
+  const Symbols& s_;
+  Chunk& chunk_;
+  SegmentBits bits_;
+  RangeEncoder enc_;
+  const int32_t per_seg_;
+  const size_t n_vocab_;
+  std::vector<int32_t> ctx_;  // the segment's context: the start token, then its tokens
+  int64_t batch_begin_ = 0, batch_end_ = 0;  // context positions whose rows are in w.logits
+  bool prev_valid_ = false;
+  int32_t seg_tokens_ = 0;
+  int64_t coded_tokens_ = 0;
+};
 
 [[noreturn]] void corrupt_chunk(uint64_t index, const char* what) {
   fail<FormatError>("damaged .sqz archive: chunk {} does not decode ({}); the archive is damaged or "
@@ -443,19 +660,32 @@ void encode_chunk(Worker& w, std::string_view input, const Symbols& s, Chunk& ch
 
 // Decompresses one chunk of `length` bytes into `out`.
 void decode_chunk(Worker& w, uint64_t index, std::string_view payload, uint64_t length,
-                  int32_t positions, bool prefix_space, char* out) {
+                  int32_t positions, char* out) {
   const Coder& c = w.c;
-  w.kv.clear();
-  w.table_pos = -2;
+  const int32_t per_seg = c.tokens_per_chunk(positions);
+  SegmentBits bits(c);
+  RangeDecoder dec(payload);
   w.logits.resize(static_cast<size_t>(c.n_vocab));
+  int32_t seg_tokens = 0;
+  bool strip_space = false;
   auto feed = [&](int32_t token) {
     if (w.kv.size() >= positions) corrupt_chunk(index, "more tokens than the chunk size");
     c.model->forward(std::span<const int32_t>(&token, 1), w.kv.size(), w.kv, w.pool, w.logits, false);
   };
-  if (c.start_token >= 0 && length > 0) feed(c.start_token);
-  RangeDecoder dec(payload);
+  auto start_segment = [&] {
+    w.kv.clear();
+    w.table_pos = -2;
+    seg_tokens = 0;
+    if (c.start_token >= 0) feed(c.start_token);
+    strip_space = false;
+    if (bits.prefix_capable && !bits.prefix.decode(dec, strip_space)) {
+      corrupt_chunk(index, "a bad segment start");
+    }
+  };
   uint64_t produced = 0;
+  if (length > 0) start_segment();
   while (produced < length) {
+    const uint64_t before = produced;
     w.build(w.kv.size() - 1, w.logits.data());
     uint64_t v = 0;
     if (!dec.peek(w.table.total(), v)) corrupt_chunk(index, "a code outside the distribution");
@@ -467,26 +697,39 @@ void decode_chunk(Worker& w, uint64_t index, std::string_view payload, uint64_t 
       if (!dec.decode_bits(16, len)) corrupt_chunk(index, "a bad escape length");
       ++len;
       if (len > length - produced) corrupt_chunk(index, "an escape longer than the chunk");
-      if (prefix_space) corrupt_chunk(index, "an escape where a prefixed token was announced");
+      if (strip_space) corrupt_chunk(index, "an escape where a prefixed token was announced");
       for (uint32_t k = 0; k < len; ++k) {
         uint32_t b = 0;
         if (!dec.decode_bits(8, b)) corrupt_chunk(index, "a bad escaped byte");
         out[produced++] = static_cast<char>(b);
       }
-      continue;
+    } else {
+      std::string_view p = c.piece[static_cast<size_t>(sym)];
+      if (p.empty()) corrupt_chunk(index, "a token that stands for no bytes");
+      if (strip_space) {  // the first symbol of a segment: a token whose leading space is not in the
+                          // text (it may be the space alone; every later token adds a byte)
+        if (p[0] != ' ') corrupt_chunk(index, "no prefix space where one was announced");
+        p.remove_prefix(1);
+        strip_space = false;
+      }
+      if (p.size() > length - produced) corrupt_chunk(index, "more bytes than the chunk holds");
+      std::memcpy(out + produced, p.data(), p.size());
+      produced += p.size();
+      ++seg_tokens;
     }
-    std::string_view p = c.piece[static_cast<size_t>(sym)];
-    if (p.empty()) corrupt_chunk(index, "a token that stands for no bytes");
-    if (prefix_space) {  // the first symbol: a token whose leading space is not in the text (it
-                         // may be the space alone; every later token adds at least one byte)
-      if (p[0] != ' ') corrupt_chunk(index, "no prefix space where one was announced");
-      p.remove_prefix(1);
-      prefix_space = false;
+    if (produced == length) break;
+    bool restart = false;
+    if (seg_tokens == per_seg) {
+      restart = true;
+    } else if (produced > before && out[produced - 1] == '\n') {
+      const bool blank = produced >= 2 && out[produced - 2] == '\n';
+      if (!bits.restart[blank ? 1 : 0].decode(dec, restart)) corrupt_chunk(index, "a bad line end");
     }
-    if (p.size() > length - produced) corrupt_chunk(index, "more bytes than the chunk holds");
-    std::memcpy(out + produced, p.data(), p.size());
-    produced += p.size();
-    if (produced < length) feed(sym);
+    if (restart) {
+      start_segment();
+    } else if (sym != c.n_vocab) {
+      feed(sym);
+    }
   }
   if (dec.overrun()) corrupt_chunk(index, "read past the end of its data");
 }
@@ -534,7 +777,7 @@ struct Header {
   SqzInfo info;
   struct Entry {
     uint64_t length = 0, payload = 0, checksum = 0;
-    bool stored = false, prefix_space = false;
+    bool stored = false;
   };
   std::vector<Entry> chunks;
   size_t payload_offset = 0;
@@ -590,12 +833,12 @@ Header parse(std::string_view archive) {
     const uint64_t p = t.varint();
     e.payload = p >> 2;
     e.stored = (p & 1) != 0;
-    e.prefix_space = (p & 2) != 0;
     e.checksum = t.uint(4);
+    if ((p & 2) != 0) fail<FormatError>("damaged .sqz archive: a chunk entry sets a reserved flag");
     if (e.length == 0 || e.length > info.original_bytes - sum_length) {
       fail<FormatError>("damaged .sqz archive: chunk lengths do not add up to the original size");
     }
-    if (e.stored && (e.payload != e.length || e.prefix_space)) {
+    if (e.stored && e.payload != e.length) {
       fail<FormatError>("damaged .sqz archive: a stored chunk's entry is inconsistent");
     }
     sum_length += e.length;
@@ -692,12 +935,11 @@ std::string zip(const Engine& engine, std::string_view input, const ZipOptions& 
     ThreadPool pool(n_threads);
     symbols = symbolize(c, input, pool);
   }
-  chunks = cut_chunks(c, symbols, positions);
-  add_prefix_spaces(c, input, chunks, positions);
+  chunks = cut_chunks(c, symbols, int64_t{kSegmentsPerChunk} * c.tokens_per_chunk(positions));
   std::vector<uint64_t> sizes;
   for (const Chunk& ch : chunks) sizes.push_back(ch.byte_end - ch.byte_begin);
   run_workers(c, n_threads, positions, chunks.size(),
-              [&](Worker& w, size_t i) { encode_chunk(w, input, symbols, chunks[i]); }, sizes,
+              [&](Worker& w, size_t i) { ChunkEncoder(w, input, symbols, chunks[i], positions).run(); }, sizes,
               input.size(), options.progress);
 
   std::string out(kMagic, 4);
@@ -718,8 +960,7 @@ std::string zip(const Engine& engine, std::string_view input, const ZipOptions& 
   const size_t table_begin = out.size();
   for (const Chunk& ch : chunks) {
     put_varint(out, ch.byte_end - ch.byte_begin);
-    put_varint(out, (static_cast<uint64_t>(ch.payload.size()) << 2) | (ch.prefix_space ? 2 : 0) |
-                        (ch.stored ? 1 : 0));
+    put_varint(out, (static_cast<uint64_t>(ch.payload.size()) << 2) | (ch.stored ? 1 : 0));
     put_u32(out, static_cast<uint32_t>(ch.checksum));
   }
   const size_t table_end = out.size();
@@ -739,6 +980,8 @@ std::string zip(const Engine& engine, std::string_view input, const ZipOptions& 
       stats->n_tokens += ch.n_tokens;
       stats->model_bits += ch.model_bits;
       stats->stored_chunks += ch.stored ? 1 : 0;
+      stats->n_segments += ch.n_segments;
+      stats->segment_bits += ch.segment_bits;
     }
     for (const auto& raw : symbols.raws) stats->escaped_bytes += raw.second;
     stats->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -785,7 +1028,7 @@ std::string unzip(const Engine& engine, std::string_view archive, const UnzipOpt
                 if (e.stored) {
                   std::memcpy(dst, payload.data(), payload.size());
                 } else {
-                  decode_chunk(w, i, payload, e.length, info.chunk_tokens, e.prefix_space, dst);
+                  decode_chunk(w, i, payload, e.length, info.chunk_tokens, dst);
                 }
                 if ((xxh3(std::string_view(dst, e.length)) & 0xFFFFFFFF) != e.checksum) {
                   corrupt_chunk(i, "its checksum does not match");

@@ -37,12 +37,17 @@ struct ZipStats {
   uint64_t payload_bytes = 0;   // range-coded chunk data (archive minus header and chunk table)
   uint64_t n_tokens = 0;        // model tokens coded (escapes not counted)
   uint64_t n_chunks = 0;
+  uint64_t n_segments = 0;      // fresh model contexts (a chunk holds one or more)
   uint64_t escaped_bytes = 0;   // input bytes carried by raw segments
   uint64_t stored_chunks = 0;   // chunks kept verbatim because coding did not shrink them
   // The model's cross-entropy of the symbols actually coded, in bits: -sum log2 p(token) under the
-  // exact float softmax with the same chunking. What an ideal coder would reach; payload_bytes * 8
+  // exact float softmax with the same segments. What an ideal coder would reach; payload_bytes * 8
   // minus this is what the range coder and the integer frequencies cost.
   double model_bits = 0;
+  // What the bits that start segments cost (docs/sqz-format.md, "restart" and "prefix" bits), at
+  // their adaptive probabilities: side information beside the model's cross-entropy. The payload
+  // is model_bits + segment_bits plus what the range coder loses.
+  double segment_bits = 0;
   double seconds = 0;
 };
 

@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "base/mmap.h"
 #include "base/rng.h"
+#include "codec/baselines.h"
 #include "engine/engine.h"
 #include "support.h"
 
@@ -85,6 +86,13 @@ std::vector<std::pair<std::string, std::string>> awkward_inputs() {
       {"Chinese", "满纸荒唐言，一把辛酸泪！都云作者痴，谁解其中味？\r\n"},
       {"spaces", "   leading and trailing spaces   \n\n\t tabs\t\t and \r\n line ends  "},
       {"control tokens' text", "<s> </s> <unk> <0x41> <|endoftext|>"},
+      // Every kind of line start a segment may begin at: blank lines, runs of them, a line of
+      // spaces, an indented line, a line that starts with an escaped byte or with U+2581, a last
+      // line without a newline.
+      {"lines", "Once upon a time, there was a cat.\n\nThe end.\n\n\n \nOnce upon a time there "
+                "was a dog named Max. Max liked to run.\n  indented line\n\n\xff\xfe bytes\n\n"
+                "\xe2\x96\x81x and more\n\n\nOne day, Lily went to the park. She saw a big tree.\n"
+                "last line"},
       {"random binary", random_bytes(1500, 42)},
       {"all bytes", [] {
          std::string s;
@@ -101,7 +109,8 @@ TEST_P(AwkwardInput, RoundTripsEveryAwkwardInput) {
   for (const auto& [name, data] : awkward_inputs()) {
     SCOPED_TRACE(name);
     expect_round_trip(*e, data);
-    expect_round_trip(*e, data, 3, 1);  // tiny chunks: every boundary case of the cutter
+    expect_round_trip(*e, data, 3, 1);  // tiny segments: every boundary case of the cutter
+    expect_round_trip(*e, data, 9, 2);  // short segments: restarts at line starts and mid-line
   }
 }
 
@@ -163,6 +172,40 @@ TEST_P(Corpus, SlowWholeFileRoundTrip) {
   expect_round_trip(*e, read_file(GetParam().file), 512);
 }
 
+// Issue 4's target: on held-out TinyStories text, stories260K's archive (-c 512, the length it was
+// trained at) is at least 40 % smaller than what xz -9 makes of the same bytes. The whole file
+// (600 kB) is the slow test; 100 kB from its middle is the fast one.
+void expect_beats_xz(const std::string& text, double min_saving) {
+  SQ_REQUIRE_ENGINE(e, kStories);
+  ZipOptions o;
+  o.chunk_tokens = 512;
+  o.n_threads = 2;
+  ZipStats st;
+  const std::string archive = zip(*e, text, o, &st);
+  const size_t xz = baseline_compress(Baseline::Xz, text).size();
+  const double saving = 1.0 - static_cast<double>(archive.size()) / static_cast<double>(xz);
+  std::printf("%zu bytes: .sqz %zu, xz -9 %zu: %.1f %% smaller (%llu segments, %llu chunks)\n",
+              text.size(), archive.size(), xz, 100 * saving,
+              static_cast<unsigned long long>(st.n_segments), static_cast<unsigned long long>(st.n_chunks));
+  EXPECT_GE(saving, min_saving);
+  EXPECT_GT(st.n_segments, st.n_chunks);  // the model started afresh inside chunks
+  EXPECT_EQ(unzip(*e, archive, UnzipOptions{}), text);
+}
+
+TEST(SqzTarget, TinyStoriesSliceIsFortyPercentSmallerThanXz) {
+  SQ_REQUIRE_SHARED(valid, "corpora/tinystories/valid.txt");
+  const std::string all = read_file(valid);
+  // A slice of whole lines from the middle of the file.
+  size_t begin = all.find('\n', all.size() / 2) + 1;
+  size_t end = all.find('\n', begin + 100000) + 1;
+  expect_beats_xz(all.substr(begin, end - begin), 0.40);
+}
+
+TEST(SqzTarget, SlowTinyStoriesIsFortyPercentSmallerThanXz) {
+  SQ_REQUIRE_SHARED(valid, "corpora/tinystories/valid.txt");
+  expect_beats_xz(read_file(valid), 0.40);
+}
+
 INSTANTIATE_TEST_SUITE_P(Files, Corpus, ::testing::ValuesIn(corpus_cases()),
                          [](const auto& info) { return case_name(info.param); });
 
@@ -183,15 +226,22 @@ TEST(Sqz, CodeLengthIsCloseToTheModelsCrossEntropy) {
   ZipStats st;
   zip(*e, data, o, &st);  // round trips are checked elsewhere; this is about size
   const double payload_bits = 8.0 * static_cast<double>(st.payload_bytes);
-  EXPECT_GT(payload_bits, st.model_bits);
+  // The information coded: the tokens at the model's probabilities, and the bits that start
+  // segments at theirs (a fraction of a bit per line).
+  const double ideal = st.model_bits + st.segment_bits;
+  EXPECT_GT(payload_bits, ideal);
+  EXPECT_GT(st.segment_bits, 0.0);
+  EXPECT_LT(st.segment_bits, 0.01 * st.model_bits);
   // Issue 4: for 100 kB and more, the coded data is within 0.5 % of the cross-entropy (the range
   // coder's flush, a byte or less per chunk, included).
-  EXPECT_LT(payload_bits, st.model_bits * 1.005)
-      << "payload " << st.payload_bytes << " bytes, model " << st.model_bits / 8 << " bytes";
-  std::printf("payload %llu bytes, model %.1f bytes (+%.3f %%), archive %llu bytes, %llu chunks\n",
-              static_cast<unsigned long long>(st.payload_bytes), st.model_bits / 8,
-              100.0 * (payload_bits / st.model_bits - 1), static_cast<unsigned long long>(st.archive_bytes),
-              static_cast<unsigned long long>(st.n_chunks));
+  EXPECT_LT(payload_bits, ideal * 1.005)
+      << "payload " << st.payload_bytes << " bytes, model " << st.model_bits / 8
+      << " bytes, segment bits " << st.segment_bits / 8 << " bytes";
+  std::printf("payload %llu bytes, model %.1f + segments %.1f bytes (+%.3f %%), archive %llu bytes, "
+              "%llu segments in %llu chunks\n",
+              static_cast<unsigned long long>(st.payload_bytes), st.model_bits / 8, st.segment_bits / 8,
+              100.0 * (payload_bits / ideal - 1), static_cast<unsigned long long>(st.archive_bytes),
+              static_cast<unsigned long long>(st.n_segments), static_cast<unsigned long long>(st.n_chunks));
   EXPECT_EQ(st.escaped_bytes, 0u);
   EXPECT_EQ(st.stored_chunks, 0u);
   // And it compresses: TinyStories text under 1.5 bits per byte with the model it trained.
