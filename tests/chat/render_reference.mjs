@@ -79,6 +79,7 @@ for (const [templateDir, file] of files) {
       };
       // As transformers renders: `tools` is always defined, none when the request has no tools.
       vars.tools = c.tools !== undefined ? structuredClone(c.tools) : null;
+      for (const [k, v] of Object.entries(c.vars ?? {})) vars[k] = structuredClone(v);
       const text = template.render(vars);
       out[name][c.name] = { text };
     } catch (e) {

@@ -138,6 +138,7 @@ Outcome render_case(const ChatTemplate& t, const Json& spec, const Json& c) {
   o.eos_token = spec["eos_token"].get<std::string>();
   o.now = spec["date"].get<std::string>();
   if (c.contains("tools")) o.tools = c["tools"];
+  if (c.contains("vars")) o.extra_context = c["vars"];
   try {
     return {true, t.render(c["messages"], o)};
   } catch (const InvalidArgument& e) {
