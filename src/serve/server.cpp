@@ -478,6 +478,10 @@ void Server::start() {
     port_ = options_.port;
   }
   impl_->listener = std::thread([this] { impl_->http.listen_after_bind(); });
+  // httplib's stop() does nothing until the listening loop has begun: wait for it, so that a stop
+  // right after start (a model that fails to load at once) cannot leave the loop running.
+  const auto end = Clock::now() + std::chrono::seconds(10);
+  while (!impl_->http.is_running() && Clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void Server::stop(std::chrono::milliseconds grace) {
