@@ -230,5 +230,51 @@ TEST(BatchedForward, LogitsBitIdenticalTinyRandomF32) {
   check_batched_logits("models/extras/llama-2-tiny-random.gguf", ops::KvType::F32);
 }
 
+// The hidden-state output (for embeddings) is the final-normed state: the output matrix applied to
+// a slice's last hidden row gives Model::forward's logits bit for bit.
+TEST(BatchedForward, HiddenStatesAreTheFinalNormedStates) {
+  const std::string path = test::shared_path("models/stories260K/stories260K.gguf");
+  if (path.empty()) GTEST_SKIP() << "stories260K not found (set SQUEEZE_SHARED)";
+  auto engine = Engine::load({path, ""});
+  const Model& m = engine->model();
+  const int32_t V = m.config.n_vocab, E = m.config.n_embd;
+  ThreadPool pool(2);
+  const std::vector<int32_t> a = {1, 403, 407, 261, 378, 30, 99, 7, 250};
+  const std::vector<int32_t> b = {1, 20, 21, 22};
+  std::vector<float> ref_a(a.size() * static_cast<size_t>(V)), ref_b(b.size() * static_cast<size_t>(V));
+  {
+    KvCache ka(m.config, static_cast<int32_t>(a.size()));
+    m.forward(a, 0, ka, pool, ref_a, true);
+    KvCache kb(m.config, static_cast<int32_t>(b.size()));
+    m.forward(b, 0, kb, pool, ref_b, true);
+  }
+  PagedKvCache kv(m.config, 8, 4);
+  KvSequence sa, sb;
+  ASSERT_TRUE(kv.reserve(sa, static_cast<int32_t>(a.size())));
+  ASSERT_TRUE(kv.reserve(sb, static_cast<int32_t>(b.size())));
+  std::vector<BatchSlice> batch(2);
+  batch[0].tokens = a;
+  batch[0].blocks = sa.blocks;
+  batch[0].hidden = true;
+  batch[1].tokens = b;
+  batch[1].blocks = sb.blocks;
+  batch[1].logits = true;
+  batch[1].hidden = true;
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::vector<float> hidden((a.size() + b.size()) * static_cast<size_t>(E));
+  m.forward_batch(batch, kv, pool, logits, hidden);
+  EXPECT_EQ(std::memcmp(logits.data(), ref_b.data() + (b.size() - 1) * static_cast<size_t>(V),
+                        static_cast<size_t>(V) * sizeof(float)),
+            0);
+  std::vector<float> out(static_cast<size_t>(V));
+  for (size_t t = 0; t < a.size() + b.size(); ++t) {
+    const bool in_a = t < a.size();
+    const size_t pos = in_a ? t : t - a.size();
+    ops::matmul(m.output, hidden.data() + t * static_cast<size_t>(E), 1, out.data(), pool);
+    const float* ref = (in_a ? ref_a.data() : ref_b.data()) + pos * static_cast<size_t>(V);
+    EXPECT_EQ(std::memcmp(out.data(), ref, static_cast<size_t>(V) * sizeof(float)), 0) << "row " << t;
+  }
+}
+
 }  // namespace
 }  // namespace sq
