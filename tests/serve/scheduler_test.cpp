@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "base/thread_pool.h"
@@ -660,6 +661,70 @@ TEST(Scheduler, DeltasHoldWholeCharacters) {
   }
   EXPECT_GT(split_tokens, 10) << "the sampled text had too few byte tokens to test anything";
   EXPECT_GT(raw_splits, 0) << "no character was split across tokens: nothing was tested";
+}
+
+TEST(Scheduler, ManyClientsWithRandomDisconnects) {
+  REQUIRE_STORIES();
+  SchedulerOptions opt = small_options();
+  opt.parallel = 8;
+  opt.queue_size = 64;
+  opt.block_size = 4;
+  Scheduler s(*engine, opt);
+  const std::vector<int32_t> shared = encode(*engine, "Once upon a time, there was a little dog named");
+  std::vector<std::thread> clients;
+  std::atomic<int> completed{0}, cancelled{0}, errors{0};
+  for (int c = 0; c < 32; ++c) {
+    clients.emplace_back([&, c] {
+      std::mt19937 rng(static_cast<uint32_t>(c));
+      if (c % 8 == 7) {
+        auto h = s.submit_embedding(shared);
+        Outcome o = collect(*h);
+        if (o.done) {
+          ++completed;
+        } else {
+          ++errors;
+        }
+        return;
+      }
+      GenerateRequest r = greedy(shared, 20 + static_cast<int32_t>(rng() % 40));
+      r.prompt.push_back(static_cast<int32_t>(100 + c));  // a private tail after a shared prefix
+      r.n = 1 + c % 3;
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = static_cast<uint64_t>(c);
+      auto h = s.submit(r);
+      const bool disconnect = rng() % 3 == 0;
+      if (disconnect) {
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));
+        h->cancel();
+      }
+      Outcome o = collect(*h);
+      if (!o.done) {
+        ++errors;
+        return;
+      }
+      bool was_cancelled = false;
+      for (auto& [i, ch] : o.choices) was_cancelled |= ch.finish == "cancelled";
+      EXPECT_TRUE(disconnect || !was_cancelled) << "client " << c;
+      if (was_cancelled) {
+        ++cancelled;
+      } else {
+        ++completed;
+      }
+      if (!was_cancelled) {
+        EXPECT_EQ(o.choices.size(), static_cast<size_t>(r.n)) << "client " << c;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(completed.load() + cancelled.load(), 32);
+  s.shutdown(true);
+  const SchedulerMetrics m = s.metrics();
+  EXPECT_EQ(m.kv_blocks_used, 0);
+  EXPECT_EQ(m.running, 0);
+  EXPECT_EQ(m.waiting, 0);
+  EXPECT_EQ(m.requests_total, 32);
+  EXPECT_EQ(m.requests_cancelled, cancelled.load());
 }
 
 TEST(Scheduler, ShutdownLetsRunningRequestsFinish) {
