@@ -248,6 +248,9 @@ void Scheduler::Impl::loop() {
       }
       for (auto& r : reqs) fail_request(r, e.what());
       std::erase_if(running, [](const std::unique_ptr<Seq>& s) { return s->finished; });
+      // Requests that ended earlier in the step (cancelled ones) still get their Done.
+      for (auto& r : done) send_done(*r, Clock::now());
+      done.clear();
     }
   }
 }
