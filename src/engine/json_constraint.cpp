@@ -46,6 +46,7 @@ constexpr size_t kMaxProperties = 256;      // declared properties of one object
 constexpr uint32_t kUnbounded = std::numeric_limits<uint32_t>::max();
 constexpr int kMaxSchemaDepth = 128;     // nested subschemas, $ref hops included
 constexpr size_t kMaxAlternatives = 64;  // frames one value start may expand into (anyOf)
+constexpr size_t kMaxKeyTableBytes = size_t{4} << 20;  // property-name tries, all objects
 
 enum class Kind : uint8_t { Root, Any, Object, Array, String, Number, Literal, AnyOf, Alias };
 
@@ -778,7 +779,17 @@ class SchemaCompiler {
       // Optional properties may be skipped, required ones may not: the keys allowed next are those
       // from `start` up to and including the first required one.
       for (size_t k = start; k < count; ++k) {
-        g_.lit_insert(root, json(n.props[k].name).dump(), static_cast<int32_t>(k));
+        const std::string key = json(n.props[k].name).dump();
+        // A window of optional properties is inserted once per start: quadratic in a run of
+        // optional ones, so bounded in bytes, not only in count.
+        key_bytes_ += key.size();
+        if (key_bytes_ > kMaxKeyTableBytes) {
+          fail<InvalidArgument>("schema: the tables of allowed property names would exceed {} MiB "
+                                "(many long optional property names in one object); make some of "
+                                "them required or shorten them",
+                                kMaxKeyTableBytes >> 20);
+        }
+        g_.lit_insert(root, key, static_cast<int32_t>(k));
         if (n.props[k].required) break;
       }
       node(i).key_trie[start] = root;
@@ -938,6 +949,7 @@ class SchemaCompiler {
   std::vector<PendingOneOf> pending_one_ofs_;
   int32_t finish_objects_from_ = 0;
   int depth_ = 0;
+  size_t key_bytes_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------

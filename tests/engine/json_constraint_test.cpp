@@ -401,6 +401,14 @@ TEST(JsonConstraint, UnsupportedAndInvalidSchemasNameThePath) {
     wide["anyOf"].push_back(inner);
   }
   expect_invalid(wide.dump(), "more than 64 alternatives");
+  json many = {{"type", "object"}, {"properties", json::object()}};
+  for (int i = 0; i < 200; ++i) {
+    many["properties"][std::to_string(i) + std::string(1000, 'k')] = {{"type", "null"}};
+  }
+  expect_invalid(many.dump(), "tables of allowed property names would exceed 4 MiB");
+  many["required"] = json::array();
+  for (const auto& [name, sub] : many["properties"].items()) many["required"].push_back(name);
+  EXPECT_NO_THROW((void)check_json_prefix(many, "{"));  // all required: one key per start
 }
 
 JsonPrefixCheck check(const std::string& schema, const std::string& text) {
