@@ -6,7 +6,7 @@
 //
 //   squeeze synth --preset qwen2.5-0.5b --type Q4_0 -o /tmp/q.gguf
 //   export SQUEEZE_BENCH_MODEL=/tmp/q.gguf SQUEEZE_BENCH_THREADS=2
-//   build/bench/squeeze_bench --benchmark_filter=SchedulerStreams --benchmark_repetitions=5
+//   build/release/squeeze_bench --benchmark_filter=SchedulerStreams --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true
 //
 // tok_s is generated tokens per second of wall time, prompts included (they are short).
