@@ -239,14 +239,21 @@ void Scheduler::Impl::loop() {
     }
     try {
       step();
-    } catch (const std::exception& e) {
+    } catch (...) {
       // A failure outside any one request's handling (the forward pass): every request in the
       // batch gets it; the loop goes on.
+      std::string what = "internal error";
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
       std::vector<std::shared_ptr<Request>> reqs;
       for (auto& s : running) {
         if (std::find(reqs.begin(), reqs.end(), s->req) == reqs.end()) reqs.push_back(s->req);
       }
-      for (auto& r : reqs) fail_request(r, e.what());
+      for (auto& r : reqs) fail_request(r, what);
       std::erase_if(running, [](const std::unique_ptr<Seq>& s) { return s->finished; });
       // Requests that ended earlier in the step (cancelled ones) still get their Done.
       for (auto& r : done) send_done(*r, Clock::now());
@@ -306,26 +313,34 @@ Scheduler::Impl::Admission Scheduler::Impl::admit(const std::shared_ptr<Request>
     running.push_back(std::move(first));
     return Admission::Admitted;
   }
-  for (int32_t i = 0; i < g.n; ++i) {
-    std::unique_ptr<Seq> s;
-    if (i == 0) {
-      s = std::move(first);
-    } else {
-      s = std::make_unique<Seq>();
-      s->req = req;
-      s->choice = i;
-      s->state = SeqState::ForkWait;
-      s->tokens = g.prompt;
-      s->n_prompt = static_cast<int32_t>(g.prompt.size());
+  // Every choice is set up before any joins the batch: a constraint factory that throws leaves no
+  // sequence behind, and the prompt's blocks go back.
+  std::vector<std::unique_ptr<Seq>> made;
+  made.push_back(std::move(first));
+  try {
+    for (int32_t i = 0; i < g.n; ++i) {
+      if (i > 0) {
+        auto s = std::make_unique<Seq>();
+        s->req = req;
+        s->choice = i;
+        s->state = SeqState::ForkWait;
+        s->tokens = g.prompt;
+        s->n_prompt = static_cast<int32_t>(g.prompt.size());
+        made.push_back(std::move(s));
+      }
+      Seq& s = *made.back();
+      SamplingParams p = g.sampling;
+      p.seed = g.sampling.seed + static_cast<uint64_t>(i);
+      s.sampler = std::make_unique<Sampler>(p, model.config.n_vocab);
+      if (tok != nullptr) s.decoder = std::make_unique<StreamDecoder>(*tok);
+      s.stops = std::make_unique<StopMatcher>(g.stop);
+      if (g.make_constraint) s.constraint = g.make_constraint();
     }
-    SamplingParams p = g.sampling;
-    p.seed = g.sampling.seed + static_cast<uint64_t>(i);
-    s->sampler = std::make_unique<Sampler>(p, model.config.n_vocab);
-    if (tok != nullptr) s->decoder = std::make_unique<StreamDecoder>(*tok);
-    s->stops = std::make_unique<StopMatcher>(g.stop);
-    if (g.make_constraint) s->constraint = g.make_constraint();
-    running.push_back(std::move(s));
+  } catch (...) {
+    kv->free(made.front()->kv);
+    throw;
   }
+  for (auto& s : made) running.push_back(std::move(s));
   return Admission::Admitted;
 }
 

@@ -573,6 +573,17 @@ TEST(Scheduler, ARequestsErrorDoesNotStopTheLoop) {
   Outcome o = collect(*good);
   EXPECT_TRUE(o.done);
   EXPECT_EQ(o.choices[0].tokens.size(), 10u);
+  // A constraint factory that fails for the second choice: an Error, and the prompt's blocks back.
+  GenerateRequest two = greedy(encode(*engine, "Once upon a time, in a big forest, there lived"), 5);
+  two.n = 2;
+  auto calls = std::make_shared<int>(0);
+  two.make_constraint = [calls]() -> std::unique_ptr<TokenConstraint> {
+    if (++*calls == 2) throw InvalidArgument("the schema cannot be compiled");
+    return nullptr;
+  };
+  Outcome failed = collect(*s.submit(two));
+  EXPECT_EQ(failed.error, "the schema cannot be compiled");
+  EXPECT_TRUE(collect(*s.submit(greedy(encode(*engine, "Once"), 3))).done);
   EXPECT_EQ(s.metrics().kv_blocks_used, 0);
 }
 
