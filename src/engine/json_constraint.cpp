@@ -37,7 +37,8 @@ namespace {
 using nlohmann::json;
 
 // Bounds that make every generation terminate and keep the output compact.
-constexpr uint32_t kMaxDepth = 64;          // open values at once (recursive schemas, nested any)
+// Open values at once. Above kMaxSchemaDepth, so that only recursion and free-form JSON reach it.
+constexpr uint32_t kMaxDepth = 160;
 constexpr uint32_t kMaxStacks = 16;         // anyOf alternatives followed side by side
 constexpr uint32_t kMaxIntDigits = 15;      // digits before the point
 constexpr uint32_t kMaxFracDigits = 15;     // digits after the point
@@ -1296,7 +1297,10 @@ class Machine {
       default:
         return;
     }
-    if (s.depth + 1 >= kMaxDepth) return;
+    // At the depth limit no container opens, but a container leaves room for its keys and scalar
+    // values, so that what is open can always still be completed and closed.
+    const bool container = n.kind == Kind::Object || n.kind == Kind::Array;
+    if (s.depth + (container ? 2u : 1u) >= kMaxDepth) return;
     Frame f;
     f.node = i;
     f.kind = n.kind;

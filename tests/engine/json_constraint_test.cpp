@@ -444,6 +444,23 @@ TEST(JsonConstraint, WhitespaceIsBounded) {
   expect_refused("null", R"([1])", 0);  // json_object: the top level is an object
 }
 
+// Nesting stops at a limit, where what is open can still be completed.
+TEST(JsonConstraint, NestingIsBoundedAndStaysCompletable) {
+  std::string deep;
+  for (int i = 0; i < 300; ++i) deep += R"({"a":)";
+  const JsonPrefixCheck r = check("null", deep);
+  ASSERT_FALSE(r.valid_prefix);
+  EXPECT_GT(r.accepted, 100u * 5);
+  const size_t levels = r.accepted / 5;
+  std::string closed = deep.substr(0, levels * 5) + "\"x\"" + std::string(levels, '}');
+  expect_complete("null", closed);
+  std::string arrays = "[" + std::string(200, '[');
+  const JsonPrefixCheck a = check(R"({"type":"array"})", arrays);
+  ASSERT_FALSE(a.valid_prefix);
+  expect_complete(R"({"type":"array"})", arrays.substr(0, a.accepted) + "1" +
+                                              std::string(a.accepted, ']'));
+}
+
 TEST(JsonConstraint, StringsEscapesAndUtf8) {
   const std::string s = R"({"type":"string"})";
   expect_complete(s, "\"caf\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x98\x80\"");
