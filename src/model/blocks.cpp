@@ -104,6 +104,14 @@ ModelConfig read_decoder_config(const GgufFile& file, const std::string& arch) {
     fail<UnsupportedError>("{}: rope scaling '{}' is not supported (supported: none, linear)",
                            file.name(), scaling);
   }
+  // 2 and 3 name the first or the last token; 0 (none), 1 (mean) and what squeeze does not
+  // compute (4, rank: a classifier head) pool by the mean, which is what a single vector per input
+  // needs.
+  switch (opt("pooling_type", 1, 0, 1024)) {
+    case 2: c.pooling = Pooling::Cls; break;
+    case 3: c.pooling = Pooling::Last; break;
+    default: c.pooling = Pooling::Mean; break;
+  }
   c.n_expert = opt("expert_count", 0, 0, 1024);
   c.n_expert_used = opt("expert_used_count", 0, 0, 1024);
   // The vocabulary size: the key when present, else the embedding's row count.

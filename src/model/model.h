@@ -25,6 +25,13 @@ enum class RopeStyle {
   Neox,      // rotates pairs (i, i + n_rot/2): qwen2 and GPT-NeoX
 };
 
+// How an embedding is pooled from the final hidden states (GGUF `<arch>.pooling_type`).
+enum class Pooling {
+  Mean,  // the mean of every token's (pooling_type 1, and the default)
+  Cls,   // the first token's (2)
+  Last,  // the last token's (3)
+};
+
 struct ModelConfig {
   std::string arch;          // general.architecture
   int32_t n_vocab = 0;
@@ -42,6 +49,7 @@ struct ModelConfig {
   RopeStyle rope_style = RopeStyle::Adjacent;
   int32_t n_expert = 0;      // 0: dense feed-forward
   int32_t n_expert_used = 0;
+  Pooling pooling = Pooling::Mean;  // for embeddings
 
   int32_t q_dim() const { return n_head * head_dim; }
   int32_t kv_dim() const { return n_head_kv * head_dim; }

@@ -363,10 +363,12 @@ void Scheduler::Impl::send_done(Request& req, Clock::time_point now) {
   c.cpu_seconds = req.cpu_seconds;
   c.price = req.cpu_seconds / 3600.0 * options.price_per_cpu_hour;
   if (req.embedding && !req.cancelled_seen) {
-    // Mean, then L2 normalisation; the sum ran in double over the tokens.
+    // Mean (or the one token the model's pooling names), then L2 normalisation; the sum ran in
+    // double over the tokens.
     std::vector<float>& out = e.embedding;
     out.resize(req.pooled.size());
-    const double n = std::max(1, req.usage.prompt_tokens);
+    const double n =
+        model.config.pooling == Pooling::Mean ? std::max(1, req.usage.prompt_tokens) : 1;
     double norm = 0;
     for (double v : req.pooled) norm += (v / n) * (v / n);
     norm = std::sqrt(norm);
@@ -674,6 +676,12 @@ void Scheduler::Impl::step() {
         if (b.hidden) {
           const int64_t E = model.config.n_embd;
           for (int32_t t = 0; t < len; ++t) {
+            const int32_t pos = b.pos0 + t;
+            const Pooling pooling = model.config.pooling;
+            if ((pooling == Pooling::Cls && pos != 0) ||
+                (pooling == Pooling::Last && pos != s.n_prompt - 1)) {
+              continue;
+            }
             const float* h = hidden.data() + (hidden_row + t) * E;
             for (int64_t d = 0; d < E; ++d) req->pooled[static_cast<size_t>(d)] += h[d];
           }

@@ -15,7 +15,9 @@
 
 #include "base/thread_pool.h"
 #include "engine/engine.h"
+#include "model/gguf.h"
 #include "model/kv_cache.h"
+#include "ops/ops.h"
 #include "serve/scheduler.h"
 #include "support.h"
 
@@ -550,6 +552,53 @@ TEST(Scheduler, EmbeddingsAreNormalisedAndBatchInvariant) {
   EXPECT_TRUE(collect(*g).done);
   Outcome other = collect(*s.submit_embedding(encode(*engine, "A dog barked")));
   EXPECT_NE(other.embedding, alone.embedding);
+}
+
+// A copy of stories260K that names a pooling type (GGUF llama.pooling_type): the embedding is then
+// the normalised final hidden state of that one token, so the output matrix applied to it points
+// the same way as Model::forward's logits at that position.
+TEST(Scheduler, EmbeddingsFollowTheModelsPooling) {
+  const std::string path = test::shared_path("models/stories260K/stories260K.gguf");
+  if (path.empty()) GTEST_SKIP() << "stories260K not found (set SQUEEZE_SHARED)";
+  test::TempDir dir;
+  const GgufFile original = GgufFile::open(path);
+  for (uint64_t type : {2u, 3u}) {
+    GgufWriter w;
+    for (const auto& [key, value] : original.metadata()) w.set(key, value);
+    GgufValue pooling;
+    pooling.type = GgufType::UINT32;
+    pooling.u = type;
+    w.set("llama.pooling_type", pooling);
+    for (const GgufTensorInfo& t : original.tensors()) {
+      w.add_tensor(t.name, t.type(), t.ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes));
+    }
+    const std::string copy = dir.file("pooled" + std::to_string(type) + ".gguf");
+    w.write(copy);
+    auto engine = Engine::load({copy, ""});
+    ASSERT_EQ(engine->model().config.pooling, type == 2 ? Pooling::Cls : Pooling::Last);
+    Scheduler s(*engine, small_options());
+    auto tokens = encode(*engine, "Lily saw a red ball under the big green tree");
+    Outcome o = collect(*s.submit_embedding(tokens));
+    ASSERT_TRUE(o.done) << o.error;
+
+    const Model& m = engine->model();
+    const int32_t V = m.config.n_vocab;
+    KvCache kc(m.config, static_cast<int32_t>(tokens.size()));
+    ThreadPool pool(1);
+    std::vector<float> logits(tokens.size() * static_cast<size_t>(V));
+    m.forward(tokens, 0, kc, pool, logits, true);
+    const size_t pos = type == 2 ? 0 : tokens.size() - 1;
+    const float* ref = logits.data() + pos * static_cast<size_t>(V);
+    std::vector<float> got(static_cast<size_t>(V));
+    ops::matmul(m.output, o.embedding.data(), 1, got.data(), pool);
+    double dot = 0, na = 0, nb = 0;
+    for (int32_t i = 0; i < V; ++i) {
+      dot += static_cast<double>(got[static_cast<size_t>(i)]) * ref[i];
+      na += static_cast<double>(got[static_cast<size_t>(i)]) * got[static_cast<size_t>(i)];
+      nb += static_cast<double>(ref[i]) * ref[i];
+    }
+    EXPECT_GT(dot / std::sqrt(na * nb), 0.999999) << "pooling_type " << type;
+  }
 }
 
 TEST(Scheduler, ARequestsErrorDoesNotStopTheLoop) {
