@@ -91,6 +91,27 @@ struct Value {
   const char* type_name() const;
 };
 
+// While one is alive on a thread, every list and dict made there is remembered; release() (and
+// the destructor) empties those still alive, breaking the reference cycles a template can build
+// (l.append(l)) that shared ownership alone would leak. render() uses one per call.
+class ContainerArena {
+ public:
+  ContainerArena();
+  ~ContainerArena();
+  ContainerArena(const ContainerArena&) = delete;
+  ContainerArena& operator=(const ContainerArena&) = delete;
+  void release();
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+  void* previous_;
+};
+
+// A copy with lists and dicts of its own (made in the current arena).
+Value deep_copy(const Value& v, int depth = 0);
+
 // JSON in, as the reference converts JavaScript values: a number with no fraction is an integer.
 Value from_json(const nlohmann::json& j);
 Value from_json(const nlohmann::ordered_json& j);

@@ -204,11 +204,12 @@ class Interpreter {
       : program_(program), input_(input), limits_(input.limits) {}
 
   std::string run() {
-    Env root(nullptr);
-    install_globals(root);
-    for (const auto& [name, value] : input_.globals) root.set(name, value);
+    install_globals(root_);
+    // The template may change what it is given (messages.append(...)); it works on its own copy,
+    // made in this render's arena, so that the caller's values are neither changed nor emptied.
+    for (const auto& [name, value] : input_.globals) root_.set(name, deep_copy(value));
     std::string out;
-    exec_block(program_.body, root, out);
+    exec_block(program_.body, root_, out);
     return out;
   }
 
@@ -268,6 +269,7 @@ class Interpreter {
   const Program& program_;
   const RenderInput& input_;
   RenderLimits limits_;
+  Env root_{nullptr};
   uint32_t pos_ = 0;
   int64_t steps_ = 0;
   int64_t iterations_ = 0;
@@ -2127,6 +2129,9 @@ class Interpreter {
 };
 
 std::string render(const Program& program, const RenderInput& input) {
+  // The arena outlives the interpreter, so every container the render made is emptied (and any
+  // cycle broken) whether it ends normally or by an error.
+  ContainerArena arena;
   Interpreter in(program, input);
   return in.run();
 }

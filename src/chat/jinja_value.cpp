@@ -14,6 +14,10 @@
 
 namespace sq::jinja {
 
+namespace {
+constexpr int kMaxNesting = 128;  // lists and dicts inside each other, when printed or compared
+}  // namespace
+
 // A string key matches a key written as a string only, not the number it looks like.
 const Value* Dict::find(std::string_view key) const {
   for (size_t k = 0; k < items.size(); ++k) {
@@ -77,24 +81,147 @@ const Value* Args::get(size_t index, std::string_view name) const {
   return name.empty() ? nullptr : keyword(name);
 }
 
+namespace {
+
+// Containers are freed one at a time, never recursively: a template can nest lists a hundred
+// thousand deep (set ns.x = [ns.x] in a loop), and freeing such a chain by recursion would run
+// off the stack. A container freed while another is being freed waits in a queue.
+thread_local bool t_freeing = false;
+thread_local std::vector<List*> t_pending_lists;
+thread_local std::vector<Dict*> t_pending_dicts;
+
+void drain() {
+  while (!t_pending_lists.empty() || !t_pending_dicts.empty()) {
+    if (!t_pending_lists.empty()) {
+      List* l = t_pending_lists.back();
+      t_pending_lists.pop_back();
+      delete l;
+    } else {
+      Dict* d = t_pending_dicts.back();
+      t_pending_dicts.pop_back();
+      delete d;
+    }
+  }
+}
+
+struct ListDeleter {
+  void operator()(List* p) const {
+    if (t_freeing) {
+      t_pending_lists.push_back(p);
+      return;
+    }
+    t_freeing = true;
+    delete p;
+    drain();
+    t_freeing = false;
+  }
+};
+struct DictDeleter {
+  void operator()(Dict* p) const {
+    if (t_freeing) {
+      t_pending_dicts.push_back(p);
+      return;
+    }
+    t_freeing = true;
+    delete p;
+    drain();
+    t_freeing = false;
+  }
+};
+
+struct ArenaState {
+  std::vector<std::weak_ptr<List>> lists;
+  std::vector<std::weak_ptr<Dict>> dicts;
+  size_t compact_at = 4096;
+
+  // Forgets containers already freed, so that the arena stays proportional to what is alive.
+  void maybe_compact() {
+    if (lists.size() + dicts.size() < compact_at) return;
+    std::erase_if(lists, [](const auto& w) { return w.expired(); });
+    std::erase_if(dicts, [](const auto& w) { return w.expired(); });
+    compact_at = std::max<size_t>(4096, 2 * (lists.size() + dicts.size()));
+  }
+};
+thread_local ArenaState* t_arena = nullptr;
+
+}  // namespace
+
+struct ContainerArena::State : ArenaState {};
+
+ContainerArena::ContainerArena() : state_(std::make_unique<State>()), previous_(t_arena) {
+  t_arena = state_.get();
+}
+
+ContainerArena::~ContainerArena() {
+  release();
+  t_arena = static_cast<ArenaState*>(previous_);
+}
+
+void ContainerArena::release() {
+  // Emptying every container the render made breaks any cycle among them (l.append(l)), which
+  // shared ownership alone would leak.
+  for (auto& w : state_->lists) {
+    if (auto p = w.lock()) p->clear();
+  }
+  for (auto& w : state_->dicts) {
+    if (auto p = w.lock()) {
+      p->items.clear();
+      p->key_values.clear();
+    }
+  }
+  state_->lists.clear();
+  state_->dicts.clear();
+}
+
 Value Value::make_list(List items) {
   Value v;
   v.kind = Kind::List;
-  v.list = std::make_shared<List>(std::move(items));
+  v.list = std::shared_ptr<List>(new List(std::move(items)), ListDeleter{});
+  if (t_arena != nullptr) {
+    t_arena->lists.push_back(v.list);
+    t_arena->maybe_compact();
+  }
   return v;
 }
 
 Value Value::make_dict(Dict d) {
   Value v;
   v.kind = Kind::Dict;
-  v.dict = std::make_shared<Dict>(std::move(d));
+  v.dict = std::shared_ptr<Dict>(new Dict(std::move(d)), DictDeleter{});
+  if (t_arena != nullptr) {
+    t_arena->dicts.push_back(v.dict);
+    t_arena->maybe_compact();
+  }
   return v;
 }
 
 Value Value::make_namespace(Dict d) {
-  Value v;
+  Value v = make_dict(std::move(d));
   v.kind = Kind::Namespace;
-  v.dict = std::make_shared<Dict>(std::move(d));
+  return v;
+}
+
+Value deep_copy(const Value& v, int depth) {
+  if (depth > kMaxNesting) {
+    fail<InvalidArgument>("chat template input nests deeper than {} levels", kMaxNesting);
+  }
+  if (v.kind == Kind::List) {
+    List items;
+    items.reserve(v.list->size());
+    for (const Value& x : *v.list) items.push_back(deep_copy(x, depth + 1));
+    Value out = Value::make_list(std::move(items));
+    out.tuple = v.tuple;
+    return out;
+  }
+  if (v.kind == Kind::Dict || v.kind == Kind::Namespace) {
+    Dict d;
+    d.items.reserve(v.dict->items.size());
+    for (const auto& [k, x] : v.dict->items) d.items.emplace_back(k, deep_copy(x, depth + 1));
+    d.key_values = v.dict->key_values;
+    Value out = Value::make_dict(std::move(d));
+    out.kind = v.kind;
+    return out;
+  }
   return v;
 }
 
@@ -138,8 +265,6 @@ const char* Value::type_name() const {
 }
 
 namespace {
-
-constexpr int kMaxNesting = 128;  // lists and dicts inside each other, when printed or compared
 
 template <typename Json>
 Value from_json_at(const Json& j, int depth) {
