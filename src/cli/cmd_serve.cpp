@@ -44,6 +44,7 @@ struct ServeFlags {
   std::string alias;
   std::string kv_type = "f16";
   size_t max_body_mib = 8;
+  bool log_prompts = false;
 };
 
 std::string trim(std::string s) {
@@ -112,6 +113,7 @@ int run(const ServeFlags& f) {
   so.queue = f.queue;
   so.max_body_bytes = f.max_body_mib << 20;
   so.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.timeout * 1000));
+  so.log_prompts = f.log_prompts;
   serve::Server server(so);
   server.start();
   log_line(fmt::format("squeeze: listening on http://{}:{} ({}; loading {})",
@@ -197,6 +199,7 @@ Runner add_serve(CLI::App& app) {
   cmd->add_option("--alias", f->alias, "Model name clients use (default: the file name without extension)");
   cmd->add_option("--max-body-mib", f->max_body_mib, "Largest request body in MiB; larger get HTTP 413")
       ->capture_default_str();
+  cmd->add_flag("--log-prompts", f->log_prompts, "Put each request's prompt in the access log (off: never)");
   add_kv_type_flag(*cmd, f->kv_type);
   return [f] { return run(*f); };
 }

@@ -168,6 +168,7 @@ struct RequestRecord {
   int32_t completion_tokens = -1;
   int32_t cached_tokens = -1;
   bool client_gone = false;
+  std::string prompt;  // with ServerOptions::log_prompts
   // Answered before its body was read (401, 503): the unread body would be taken for the next
   // request, so the connection closes after the response.
   bool close_connection = false;
@@ -637,6 +638,7 @@ void Server::Impl::setup() {
     if (rec.completion_tokens >= 0) line["completion_tokens"] = rec.completion_tokens;
     if (rec.cached_tokens >= 0) line["cached_tokens"] = rec.cached_tokens;
     if (rec.client_gone) line["client_gone"] = true;
+    if (!rec.prompt.empty()) line["prompt"] = rec.prompt;
     http.log_line(line);
   });
 }
@@ -807,6 +809,11 @@ void Server::Impl::handle_generation(const std::string& raw, httplib::Response& 
   const ModelInfo info = backend->model_info();
   const ModelLimits limits{info.n_vocab, info.n_ctx};
   const json body = parse_body(raw);
+  if (options.log_prompts && t_conn) {
+    if (const auto it = body.find(chat ? "messages" : "prompt"); it != body.end()) {
+      t_conn->record.prompt = dump_json(*it).substr(0, size_t{64} << 10);
+    }
+  }
 
   GenerationParams params;
   std::vector<std::vector<int32_t>> prompts;
@@ -1073,6 +1080,11 @@ void Server::Impl::handle_embeddings(const std::string& raw, httplib::Response& 
   auto backend = ready_backend();
   const ModelInfo info = backend->model_info();
   const json body = parse_body(raw);
+  if (options.log_prompts && t_conn) {
+    if (const auto it = body.find("input"); it != body.end()) {
+      t_conn->record.prompt = dump_json(*it).substr(0, size_t{64} << 10);
+    }
+  }
   EmbeddingRequest r = parse_embedding_request(body, ModelLimits{info.n_vocab, info.n_ctx});
   check_model(*backend, r.model);
   std::vector<std::vector<int32_t>> inputs;

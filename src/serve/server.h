@@ -81,6 +81,9 @@ struct ServerOptions {
   std::chrono::milliseconds request_timeout{0};
   // Called with one JSON line per request; null: standard error.
   std::function<void(const std::string&)> log;
+  // Put the prompt (chat messages, completion prompt, embedding input) in each access-log line,
+  // cut at 64 KiB. Off by default: prompts are the users' data.
+  bool log_prompts = false;
 };
 
 // HTTP request counts and latency histograms, rendered in Prometheus text format.

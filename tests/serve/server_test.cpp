@@ -942,6 +942,20 @@ TEST_F(ServerTest, AccessLogHasOneLinePerRequest) {
   EXPECT_EQ(json::parse(log_[1 - post_line])["path"], "/health");
 }
 
+TEST_F(ServerTest, PromptsAreLoggedOnlyWhenAskedFor) {
+  ServerOptions o;
+  o.log_prompts = true;
+  start(o);
+  post("/v1/completions", json{{"prompt", "secret prompt"}, {"max_tokens", 1}}, 200);
+  post("/v1/chat/completions", chat_body("secret chat"), 200);
+  server_->stop(1000ms);
+  std::lock_guard lock(log_mutex_);
+  ASSERT_EQ(log_.size(), 2u);
+  std::string all = log_[0] + log_[1];
+  EXPECT_NE(all.find("secret prompt"), std::string::npos) << all;
+  EXPECT_NE(all.find("secret chat"), std::string::npos) << all;
+}
+
 TEST_F(ServerTest, StopLetsRunningRequestsFinish) {
   backend_->token_delay = 10ms;
   start();
