@@ -82,11 +82,19 @@ int run(const ServeFlags& f) {
   if (f.port < 0 || f.port > 65535) fail<InvalidArgument>("--port is {}, expected 0..65535 (0: any free port)", f.port);
   if (f.parallel < 1) fail<InvalidArgument>("--parallel is {}, expected at least 1", f.parallel);
   if (f.queue < 0) fail<InvalidArgument>("--queue is {}, expected 0 or more", f.queue);
-  if (!(f.timeout >= 0)) fail<InvalidArgument>("--timeout is {}, expected seconds >= 0 (0: none)", f.timeout);
+  // Bounded so that the conversions to milliseconds below cannot overflow.
+  if (!(f.timeout >= 0 && f.timeout <= 30 * 86400.0)) {
+    fail<InvalidArgument>("--timeout is {}, expected seconds in [0, 2592000] (0: none)", f.timeout);
+  }
+  if (!(f.shutdown_grace >= 0 && f.shutdown_grace <= 86400.0)) {
+    fail<InvalidArgument>("--shutdown-grace is {}, expected seconds in [0, 86400]", f.shutdown_grace);
+  }
   if (!(f.price_per_cpu_hour >= 0)) {
     fail<InvalidArgument>("--price-per-cpu-hour is {}, expected a price >= 0", f.price_per_cpu_hour);
   }
-  if (f.max_body_mib < 1) fail<InvalidArgument>("--max-body-mib is {}, expected at least 1", f.max_body_mib);
+  if (f.max_body_mib < 1 || f.max_body_mib > 1024) {
+    fail<InvalidArgument>("--max-body-mib is {}, expected 1..1024", f.max_body_mib);
+  }
 
   std::vector<std::string> keys;
   if (!f.api_key_file.empty()) keys = read_keys(f.api_key_file);

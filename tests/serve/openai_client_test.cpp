@@ -159,6 +159,9 @@ TEST(ServeCli, NoKeyMeansLoopbackOnly) {
   expect_one_line_error(squeeze("serve -m " + quote(model) + " --api-key-file " + quote(empty) + " --port 0"),
                         "no key");
   expect_one_line_error(squeeze("serve -m " + quote(model) + " --parallel 0"), "--parallel");
+  expect_one_line_error(squeeze("serve -m " + quote(model) + " --timeout 1e300"), "--timeout");
+  expect_one_line_error(squeeze("serve -m " + quote(model) + " --shutdown-grace -1"), "--shutdown-grace");
+  expect_one_line_error(squeeze("serve -m " + quote(model) + " --max-body-mib 99999999999"), "--max-body-mib");
 }
 
 TEST(ServeCli, KeyFromEnvironmentAndInterruptExitsCleanly) {
