@@ -153,9 +153,7 @@ struct Scheduler::Impl {
   bool accepting = true;
   bool stopping = false;
   bool cancel_all = false;
-  bool idle = true;
   SchedulerMetrics metrics;
-  std::condition_variable idle_cv;
 
   // The loop's own.
   std::vector<std::unique_ptr<Seq>> running;
@@ -229,13 +227,10 @@ void Scheduler::Impl::loop() {
     {
       std::unique_lock lock(wake->mu);
       if (waiting.empty() && running.empty()) {
-        idle = true;
-        idle_cv.notify_all();
         if (stopping) return;
         wake->cv.wait_for(lock, std::chrono::milliseconds(200));
         if (waiting.empty() && running.empty()) continue;
       }
-      idle = false;
     }
     try {
       step();
