@@ -1,6 +1,8 @@
 // The template language, construct by construct. Expected texts are what Jinja prints for these
 // templates; where Python's Jinja and @huggingface/jinja (the reference the conformance test uses)
 // disagree, the reference's choice is expected and the comment says so.
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include "base/error.h"
@@ -357,6 +359,29 @@ TEST(ChatTemplate, RejectsMalformedMessages) {
   o.tools = nlohmann::ordered_json::parse(R"([{"z": 1, "a": 2}])");
   o.extra_context = nlohmann::ordered_json::parse(R"({"enable_thinking": false})");
   EXPECT_EQ(v.render(nlohmann::json::array(), o), "[{\"z\": 1, \"a\": 2}]|false");
+}
+
+TEST(ChatTemplate, RendersFromSeveralThreadsAtOnce) {
+  // A server renders one parsed template for many requests at once.
+  const ChatTemplate t = ChatTemplate::parse(
+      "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
+      "{{ m.role }}:{{ m.content|upper }};{% endfor %}{{ ns.n }}");
+  std::vector<std::string> out(4);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 4; ++k) {
+    threads.emplace_back([&, k] {
+      nlohmann::json conv = nlohmann::json::array();
+      for (int j = 0; j <= k; ++j) {
+        std::string content = "m";
+        content += static_cast<char>('0' + j);
+        conv.push_back({{"role", "user"}, {"content", content}});
+      }
+      for (int rep = 0; rep < 200; ++rep) out[static_cast<size_t>(k)] = t.render(conv, {});
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(out[0], "user:M0;1");
+  EXPECT_EQ(out[3], "user:M0;user:M1;user:M2;user:M3;4");
 }
 
 }  // namespace
