@@ -11,6 +11,7 @@
 #include "base/error.h"
 #include "chat/jinja.h"
 #include "chat/jinja_util.h"
+#include "tokenizer/unicode.h"
 
 namespace sq::jinja {
 
@@ -602,23 +603,7 @@ uint32_t utf8_decode(const std::string& s, size_t k, size_t* len) {
   return 0xFFFD;
 }
 
-void utf8_append(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
+void utf8_append(std::string& out, uint32_t cp) { utf8::append(out, cp); }
 
 size_t utf8_length(const std::string& s) {
   size_t n = 0;
