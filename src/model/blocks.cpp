@@ -251,17 +251,27 @@ void moe_ffn(const Model& m, const LayerWeights& L, const float* cur, int64_t n_
   }
 }
 
-}  // namespace
-
-void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, KvCache& kv,
-                 ThreadPool& pool, std::span<float> logits, bool all_logits) {
+ops::RopeOptions rope_options(const Model& m) {
   const ModelConfig& c = m.config;
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  assert(n > 0 && pos0 == kv.size() && pos0 + n <= kv.capacity());
-  const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
-  assert(static_cast<int64_t>(logits.size()) >= (all_logits ? n : 1) * c.n_vocab);
+  ops::RopeOptions rope;
+  rope.mode = c.rope_style == RopeStyle::Neox ? ops::RopeMode::Neox : ops::RopeMode::Adjacent;
+  rope.n_rot = c.n_rot;
+  rope.freq_base = c.rope_freq_base;
+  rope.freq_scale = c.rope_freq_scale;
+  rope.freq_factors = m.rope_freq_factors;
+  return rope;
+}
 
-  std::vector<float> x(static_cast<size_t>(n * E)), cur(x.size()), tmp(x.size());
+// The decoder layers over the n tokens whose embeddings are in x (the residual stream, updated in
+// place), shared by the single-sequence and the batched passes. Only where keys and values go and
+// how attention reads them differ: attend(layer, k, v, q, out) stores the layer's new keys and
+// values (rows of kv_dim) and writes attention's output for the queries q.
+template <class Attend>
+void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::vector<float>& x,
+                ThreadPool& pool, const Attend& attend) {
+  const ModelConfig& c = m.config;
+  const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
+  std::vector<float> cur(static_cast<size_t>(n * E)), tmp(cur.size());
   std::vector<float> q(static_cast<size_t>(n * Q)), attn(q.size());
   std::vector<float> k(static_cast<size_t>(n * KV)), v(k.size());
   std::vector<float> gate, up;
@@ -269,17 +279,6 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
     gate.resize(static_cast<size_t>(n * F));
     up.resize(gate.size());
   }
-  ops::embed(m.tok_embd, tokens, x.data());
-
-  ops::RopeOptions rope;
-  rope.mode = c.rope_style == RopeStyle::Neox ? ops::RopeMode::Neox : ops::RopeMode::Adjacent;
-  rope.n_rot = c.n_rot;
-  rope.freq_base = c.rope_freq_base;
-  rope.freq_scale = c.rope_freq_scale;
-  rope.freq_factors = m.rope_freq_factors;
-  const ops::RopeTable angles = ops::rope_table(n, pos0, rope);
-  ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
-
   for (int32_t l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = m.layers[static_cast<size_t>(l)];
     ops::rms_norm(x.data(), L.attn_norm, c.norm_eps, n, E, cur.data());
@@ -288,10 +287,7 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
     ops::matmul(L.wv, cur.data(), n, v.data(), pool, &L.bv);
     ops::rope(q.data(), n, c.n_head, c.head_dim, angles);
     ops::rope(k.data(), n, c.n_head_kv, c.head_dim, angles);
-    for (int64_t t = 0; t < n; ++t) {
-      kv.store(l, static_cast<int32_t>(pos0 + t), k.data() + t * KV, v.data() + t * KV);
-    }
-    ops::attention(q.data(), kv.rows(l), n, pos0, shape, attn.data(), pool);
+    attend(l, k.data(), v.data(), q.data(), attn.data());
     ops::matmul(L.wo, attn.data(), n, tmp.data(), pool);
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
 
@@ -306,10 +302,34 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
     }
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
   }
+}
+
+}  // namespace
+
+void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, KvCache& kv,
+                 ThreadPool& pool, std::span<float> logits, bool all_logits) {
+  const ModelConfig& c = m.config;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  assert(n > 0 && pos0 == kv.size() && pos0 + n <= kv.capacity());
+  const int64_t E = c.n_embd, KV = c.kv_dim();
+  assert(static_cast<int64_t>(logits.size()) >= (all_logits ? n : 1) * c.n_vocab);
+
+  std::vector<float> x(static_cast<size_t>(n * E));
+  ops::embed(m.tok_embd, tokens, x.data());
+  const ops::RopeTable angles = ops::rope_table(n, pos0, rope_options(m));
+  const ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
+  run_layers(m, n, angles, x, pool,
+             [&](int32_t l, const float* k, const float* v, const float* q, float* out) {
+    for (int64_t t = 0; t < n; ++t) {
+      kv.store(l, static_cast<int32_t>(pos0 + t), k + t * KV, v + t * KV);
+    }
+    ops::attention(q, kv.rows(l), n, pos0, shape, out, pool);
+  });
   kv.grow_to(static_cast<int32_t>(pos0 + n));
 
   const int64_t first = all_logits ? 0 : n - 1;
   const int64_t rows = n - first;
+  std::vector<float> cur(static_cast<size_t>(rows * E));
   ops::rms_norm(x.data() + first * E, m.output_norm, c.norm_eps, rows, E, cur.data());
   ops::matmul(m.output, cur.data(), rows, logits.data(), pool);
 }
@@ -317,7 +337,7 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
 void run_decoder_batch(const Model& m, std::span<const BatchSlice> batch, PagedKvCache& kv,
                        ThreadPool& pool, std::span<float> logits, std::span<float> hidden) {
   const ModelConfig& c = m.config;
-  const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
+  const int64_t E = c.n_embd, KV = c.kv_dim();
   int64_t n = 0, n_logits = 0, n_hidden = 0;
   for (const BatchSlice& s : batch) {
     const auto len = static_cast<int64_t>(s.tokens.size());
@@ -335,22 +355,9 @@ void run_decoder_batch(const Model& m, std::span<const BatchSlice> batch, PagedK
   tokens.reserve(static_cast<size_t>(n));
   for (const BatchSlice& s : batch) tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
 
-  std::vector<float> x(static_cast<size_t>(n * E)), cur(x.size()), tmp(x.size());
-  std::vector<float> q(static_cast<size_t>(n * Q)), attn(q.size());
-  std::vector<float> k(static_cast<size_t>(n * KV)), v(k.size());
-  std::vector<float> gate, up;
-  if (c.n_expert == 0) {
-    gate.resize(static_cast<size_t>(n * F));
-    up.resize(gate.size());
-  }
+  std::vector<float> x(static_cast<size_t>(n * E));
   ops::embed(m.tok_embd, tokens, x.data());
-
-  ops::RopeOptions rope;
-  rope.mode = c.rope_style == RopeStyle::Neox ? ops::RopeMode::Neox : ops::RopeMode::Adjacent;
-  rope.n_rot = c.n_rot;
-  rope.freq_base = c.rope_freq_base;
-  rope.freq_scale = c.rope_freq_scale;
-  rope.freq_factors = m.rope_freq_factors;
+  const ops::RopeOptions rope = rope_options(m);
   // One table for the whole batch: each slice's rows for its own positions. An angle depends only
   // on its position, so these rows equal those of a single-sequence table.
   ops::RopeTable angles;
@@ -375,39 +382,20 @@ void run_decoder_batch(const Model& m, std::span<const BatchSlice> batch, PagedK
   ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
   const int32_t bs = kv.block_size();
 
-  for (int32_t l = 0; l < c.n_layer; ++l) {
-    const LayerWeights& L = m.layers[static_cast<size_t>(l)];
-    ops::rms_norm(x.data(), L.attn_norm, c.norm_eps, n, E, cur.data());
-    ops::matmul(L.wq, cur.data(), n, q.data(), pool, &L.bq);
-    ops::matmul(L.wk, cur.data(), n, k.data(), pool, &L.bk);
-    ops::matmul(L.wv, cur.data(), n, v.data(), pool, &L.bv);
-    ops::rope(q.data(), n, c.n_head, c.head_dim, angles);
-    ops::rope(k.data(), n, c.n_head_kv, c.head_dim, angles);
+  run_layers(m, n, angles, x, pool,
+             [&](int32_t l, const float* k, const float* v, const float* q, float* out) {
     for (size_t i = 0; i < batch.size(); ++i) {
       const BatchSlice& s = batch[i];
       for (int64_t t = 0; t < slices[i].n_tokens; ++t) {
         const int64_t row = slices[i].first + t;
         const int64_t pos = s.pos0 + t;
         kv.store(l, s.blocks[static_cast<size_t>(pos / bs)], static_cast<int32_t>(pos % bs),
-                 k.data() + row * KV, v.data() + row * KV);
+                 k + row * KV, v + row * KV);
       }
       slices[i].kv = kv.rows(l, s.blocks);
     }
-    ops::attention_paged(q.data(), slices, shape, attn.data(), pool);
-    ops::matmul(L.wo, attn.data(), n, tmp.data(), pool);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
-
-    ops::rms_norm(x.data(), L.ffn_norm, c.norm_eps, n, E, cur.data());
-    if (c.n_expert > 0) {
-      moe_ffn(m, L, cur.data(), n, tmp.data(), pool);
-    } else {
-      ops::matmul(L.ffn_gate, cur.data(), n, gate.data(), pool);
-      ops::matmul(L.ffn_up, cur.data(), n, up.data(), pool);
-      ops::swiglu(gate.data(), up.data(), gate.data(), n * F);
-      ops::matmul(L.ffn_down, gate.data(), n, tmp.data(), pool);
-    }
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
-  }
+    ops::attention_paged(q, slices, shape, out, pool);
+  });
 
   // Final norm of the rows asked for: the last of each slice that wants logits, then every row of
   // each slice that wants hidden states.
