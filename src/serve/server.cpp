@@ -220,14 +220,17 @@ class HttpMetrics {
     std::lock_guard lock(mutex_);
     ++requests_[{route, status}];
   }
-  void observe_generation(const Cost& cost, int32_t completion_tokens, int32_t n_choices) {
+  void observe_generation(const Cost& cost, int32_t completion_tokens) {
     std::lock_guard lock(mutex_);
     if (completion_tokens > 0) ttft_.observe(cost.ttft_seconds);
     request_.observe(cost.total_seconds);
-    const int32_t per_choice = completion_tokens / std::max(n_choices, 1);
-    if (per_choice > 1) {
-      itl_.observe((cost.total_seconds - cost.ttft_seconds) / static_cast<double>(per_choice - 1));
-    }
+  }
+  // `tokens` tokens arrived `gap` seconds after the previous ones of the same choice: each counts
+  // as one gap of gap / tokens (a Delta carries several when text was held back for a stop string
+  // or an incomplete character).
+  void observe_token_gap(double gap, size_t tokens) {
+    std::lock_guard lock(mutex_);
+    for (size_t k = 0; k < tokens; ++k) itl_.observe(gap / static_cast<double>(tokens));
   }
   void count_disconnect() {
     std::lock_guard lock(mutex_);
@@ -252,7 +255,7 @@ class HttpMetrics {
         disconnects_, deadlines_);
     ttft_.render(out, "squeeze_time_to_first_token_seconds", "Time from arrival to the first generated token.");
     itl_.render(out, "squeeze_inter_token_latency_seconds",
-                "Mean time between generated tokens of a request (one observation per request).");
+                "Time between consecutive generated tokens of a choice, as the server receives them.");
     request_.render(out, "squeeze_request_duration_seconds", "Time from arrival to the end of a generation.");
   }
 
@@ -742,6 +745,8 @@ bool Server::Impl::pump(std::vector<Submitted>& subs, const std::function<bool(s
   };
   Event ev;
   auto last_check = Clock::now();
+  // When each choice's last tokens arrived, for the inter-token latency.
+  std::map<std::pair<size_t, int32_t>, Clock::time_point> last_tokens;
   for (;;) {
     size_t open = 0;
     bool got = false;
@@ -756,6 +761,14 @@ bool Server::Impl::pump(std::vector<Submitted>& subs, const std::function<bool(s
         wait = std::chrono::milliseconds(0);
         got = true;
         if (ev.kind == Event::Kind::Done || ev.kind == Event::Kind::Error) s.done = true;
+        if (ev.kind == Event::Kind::Delta && !ev.tokens.empty()) {
+          const auto at = Clock::now();
+          const auto [it, first] = last_tokens.try_emplace({i, ev.choice}, at);
+          if (!first) {
+            metrics.observe_token_gap(std::chrono::duration<double>(at - it->second).count(), ev.tokens.size());
+            it->second = at;
+          }
+        }
         if (!on_event(i, ev)) {
           cancel_rest();
           return false;
@@ -971,7 +984,7 @@ void Server::Impl::handle_generation(const std::string& raw, httplib::Response& 
       return;
     }
     if (!error.empty()) throw server_error(error);
-    metrics.observe_generation(totals.cost, totals.usage.completion_tokens, static_cast<int32_t>(n_choices));
+    metrics.observe_generation(totals.cost, totals.usage.completion_tokens);
     send_json(res, 200,
               chat ? chat_completion_json(ids, choices, totals, params.logprobs, token_bytes)
                    : text_completion_json(ids, choices, prompt_bytes, params.n, totals, params.logprobs, token_bytes));
@@ -1059,7 +1072,7 @@ void Server::Impl::handle_generation(const std::string& raw, httplib::Response& 
         if (!error.empty()) {
           send(error_json(server_error(error)));
         } else {
-          metrics.observe_generation(totals.cost, totals.usage.completion_tokens, static_cast<int32_t>(n_choices));
+          metrics.observe_generation(totals.cost, totals.usage.completion_tokens);
           if (params.include_usage) {
             json last = chunk(nullptr);
             last["choices"] = json::array();

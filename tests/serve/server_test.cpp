@@ -912,6 +912,10 @@ TEST_F(ServerTest, MetricsInPrometheusFormat) {
                            "squeeze_time_to_first_token_seconds_bucket{le=\"+Inf\"} 1", "squeeze_up 1"}) {
     EXPECT_NE(m.find(line), std::string::npos) << line << "\n" << m;
   }
+  // One inter-token gap per generated token after the first: the fake backend sends "0" + reply,
+  // a token per character.
+  const std::string gaps = "squeeze_inter_token_latency_seconds_count " + std::to_string(backend_->reply.size());
+  EXPECT_NE(m.find(gaps), std::string::npos) << gaps << "\n" << m;
   // Every sample line is "name{labels} value" or "name value".
   std::istringstream in(m);
   std::string line;
