@@ -891,11 +891,17 @@ TEST_F(ServerTest, MetricsInPrometheusFormat) {
   post_raw("/v1/chat/completions", "{", 400);
   client_->Get("/nowhere");
   // A request is counted once its response is written, which may be just after the client read
-  // it: wait for the count of the last one.
+  // it, on the thread that served it: wait for the counts of all three.
+  auto counted = [](const std::string& body) {
+    for (const char* key : {"route=\"/v1/chat/completions\",status=\"200\"",
+                            "route=\"/v1/chat/completions\",status=\"400\"", "route=\"other\",status=\"404\""}) {
+      if (body.find(key) == std::string::npos) return false;
+    }
+    return true;
+  };
   auto r = client_->Get("/metrics");
   const auto t0 = std::chrono::steady_clock::now();
-  while (r && r->body.find("route=\"other\",status=\"404\"") == std::string::npos &&
-         std::chrono::steady_clock::now() - t0 < 2s) {
+  while (r && !counted(r->body) && std::chrono::steady_clock::now() - t0 < 2s) {
     std::this_thread::sleep_for(10ms);
     r = client_->Get("/metrics");
   }
