@@ -137,6 +137,8 @@ struct Scheduler::Impl {
   void finish_embedding(Seq& seq);
   void send_done(Request& req, Clock::time_point now);
   void check_tokens(std::span<const int32_t> tokens) const;
+  // Puts a request on the waiting queue, or throws ShuttingDown / QueueFull.
+  std::shared_ptr<Request> enqueue(std::shared_ptr<Request> req);
   int32_t running_count() const { return static_cast<int32_t>(running.size()); }
 
   const Engine& engine;
@@ -742,6 +744,23 @@ Scheduler::Scheduler(const Engine& engine, const SchedulerOptions& options)
 
 Scheduler::~Scheduler() { shutdown(false); }
 
+std::shared_ptr<Request> Scheduler::Impl::enqueue(std::shared_ptr<Request> req) {
+  req->wake = wake;
+  req->submitted = Clock::now();
+  {
+    std::lock_guard lock(wake->mu);
+    if (!accepting) throw ShuttingDown("the server is shutting down; no new requests are taken");
+    if (static_cast<int32_t>(waiting.size()) >= options.queue_size) {
+      ++metrics.requests_rejected;
+      fail<QueueFull>("the queue is full ({} requests waiting); try again later", waiting.size());
+    }
+    ++metrics.requests_total;
+    waiting.push_back(req);
+  }
+  wake->cv.notify_all();
+  return req;
+}
+
 std::shared_ptr<RequestHandle> Scheduler::submit(GenerateRequest request) {
   Impl& m = *impl_;
   const int32_t n_prompt = static_cast<int32_t>(std::min<size_t>(request.prompt.size(), INT32_MAX));
@@ -775,20 +794,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit(GenerateRequest request) {
   auto req = std::make_shared<Request>();
   req->usage.prompt_tokens = n_prompt;
   req->request = std::move(request);
-  req->wake = m.wake;
-  req->submitted = Clock::now();
-  {
-    std::lock_guard lock(m.wake->mu);
-    if (!m.accepting) throw ShuttingDown("the server is shutting down; no new requests are taken");
-    if (static_cast<int32_t>(m.waiting.size()) >= m.options.queue_size) {
-      ++m.metrics.requests_rejected;
-      fail<QueueFull>("the queue is full ({} requests waiting); try again later", m.waiting.size());
-    }
-    ++m.metrics.requests_total;
-    m.waiting.push_back(req);
-  }
-  m.wake->cv.notify_all();
-  return req;
+  return m.enqueue(std::move(req));
 }
 
 std::shared_ptr<RequestHandle> Scheduler::submit_embedding(std::vector<int32_t> tokens) {
@@ -802,20 +808,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit_embedding(std::vector<int32_t> 
   req->usage.prompt_tokens = static_cast<int32_t>(tokens.size());
   req->request.prompt = std::move(tokens);
   req->embedding = true;
-  req->wake = m.wake;
-  req->submitted = Clock::now();
-  {
-    std::lock_guard lock(m.wake->mu);
-    if (!m.accepting) throw ShuttingDown("the server is shutting down; no new requests are taken");
-    if (static_cast<int32_t>(m.waiting.size()) >= m.options.queue_size) {
-      ++m.metrics.requests_rejected;
-      fail<QueueFull>("the queue is full ({} requests waiting); try again later", m.waiting.size());
-    }
-    ++m.metrics.requests_total;
-    m.waiting.push_back(req);
-  }
-  m.wake->cv.notify_all();
-  return req;
+  return m.enqueue(std::move(req));
 }
 
 void Scheduler::shutdown(bool finish) {
