@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <random>
 #include <unordered_map>
 
@@ -211,6 +212,20 @@ class Histogram {
   double sum_ = 0;
   int64_t count_ = 0;
 };
+
+// The process's resident set size in bytes (what the kernel counts as "RSS": mapped model pages
+// that were touched, heap, stacks), from /proc/self/statm; nullopt where that file does not exist
+// (not Linux) or does not parse.
+std::optional<int64_t> resident_memory_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return std::nullopt;
+  long long size_pages = 0, resident_pages = 0;
+  const int n = std::fscanf(f, "%lld %lld", &size_pages, &resident_pages);
+  std::fclose(f);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (n != 2 || page <= 0) return std::nullopt;
+  return static_cast<int64_t>(resident_pages) * page;
+}
 
 }  // namespace
 
@@ -732,6 +747,11 @@ void Server::Impl::handle_metrics(httplib::Response& res) {
                      "squeeze_http_in_flight {}\n",
                      owner.in_flight_.load());
   metrics.render(out);
+  if (const auto rss = resident_memory_bytes()) {
+    out += fmt::format("# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                       "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n",
+                       *rss);
+  }
   res.status = 200;
   res.set_content(out, "text/plain; version=0.0.4; charset=utf-8");
 }

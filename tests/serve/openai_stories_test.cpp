@@ -2,12 +2,14 @@
 // llama2.c's reference text, streamed or not; stop strings cut it where the reference says;
 // logprobs agree with greedy choice; a seed names the same text alone or amid other requests;
 // embeddings are unit vectors whose base64 form decodes to the same floats; structured output
-// parses; 32 streaming clients with random disconnects all end cleanly. Also `squeeze chat`.
+// parses; 32 streaming clients with random disconnects all end cleanly, and resident memory comes
+// back near its level before the load. Also `squeeze chat`.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -113,6 +115,20 @@ class Stories : public ::testing::Test {
 };
 
 const char* kPrompt = "Once upon a time";
+
+// AddressSanitizer keeps freed memory in quarantine (256 MiB by default): resident memory says
+// nothing about leaks there.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
 
 TEST_F(Stories, GreedyCompletionIsTheReferenceText) {
   SQ_REQUIRE_SHARED(expected_path, "models/stories260K/expected-once-upon-a-time.txt");
@@ -275,10 +291,85 @@ TEST_F(Stories, ContextErrors) {
   EXPECT_EQ(e["error"]["param"], "prompt[1]");
 }
 
+// One streaming completion over a raw socket, so that the client can hang up mid-stream: what
+// arrived before the server closed the connection, or before `hang_up_after` bytes when that is
+// not 0.
+std::string raw_stream(int port, const json& body, size_t hang_up_after) {
+  const std::string payload = body.dump();
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    ::close(fd);
+    return "connect failed";
+  }
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          "Content-Type: application/json\r\nContent-Length: " +
+                          std::to_string(payload.size()) + "\r\n\r\n" + payload;
+  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string got;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+    if (hang_up_after > 0 && got.size() > hang_up_after) break;
+  }
+  ::close(fd);
+  return got;
+}
+
+bool stream_completed(const std::string& got) {
+  return got.rfind("HTTP/1.1 200", 0) == 0 && got.find("data: [DONE]") != std::string::npos &&
+         got.find("\"finish_reason\":\"length\"") != std::string::npos;
+}
+
 // 32 streaming clients at once; a third hang up after a few chunks. Every other one gets its whole
-// stream, nothing fails, and afterwards no sequence runs and no KV block is held.
+// stream, nothing fails, and afterwards no sequence runs, no KV block is held, and the process's
+// resident memory (process_resident_memory_bytes from /metrics: the server runs in this process)
+// is back near where it was before the load. "Before" is measured after a warm-up of 32 short
+// streams run to completion, so that what the first load touches once and keeps (model pages,
+// the HTTP workers' stacks and malloc arenas, the KV pool, the scheduler's buffers) is already
+// counted; what remains is what a leak, or memory the allocator holds on to, would add.
 TEST_F(Stories, LoadTest32StreamsWithDisconnects) {
   constexpr int kClients = 32;
+  auto rss = [&]() -> int64_t {
+    auto r = client_->Get("/metrics");
+    if (!r || r->status != 200) return -1;
+    const std::string key = "\nprocess_resident_memory_bytes ";
+    const size_t at = r->body.find(key);
+    return at == std::string::npos ? -1 : std::stoll(r->body.substr(at + key.size()));
+  };
+  auto wait_idle = [&] {
+    // Cancelled sequences leave at the next step: wait for the batch to drain.
+    const auto t0 = std::chrono::steady_clock::now();
+    SchedulerMetrics m = backend_->metrics();
+    while ((m.running > 0 || m.waiting > 0 || m.kv_blocks_used > 0 || server_->in_flight() > 0) &&
+           std::chrono::steady_clock::now() - t0 < 5s) {
+      std::this_thread::sleep_for(20ms);
+      m = backend_->metrics();
+    }
+    return m;
+  };
+
+  {
+    std::vector<std::thread> warm;
+    std::atomic<int> warm_completed{0};
+    for (int i = 0; i < kClients; ++i) {
+      warm.emplace_back([&, i] {
+        const json body = {
+            {"prompt", kPrompt}, {"max_tokens", 8}, {"temperature", 0.8}, {"seed", 1000 + i}, {"stream", true}};
+        if (stream_completed(raw_stream(server_->port(), body, 0))) ++warm_completed;
+      });
+    }
+    for (auto& t : warm) t.join();
+    ASSERT_EQ(warm_completed.load(), kClients);
+    wait_idle();
+  }
+  const int64_t rss_before = rss();
+
   std::atomic<int> completed{0}, failed{0}, dropped{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < kClients; ++i) {
@@ -286,35 +377,10 @@ TEST_F(Stories, LoadTest32StreamsWithDisconnects) {
       std::mt19937 rng(static_cast<uint32_t>(i));
       const bool hang_up = i % 3 == 0;
       const json body = {{"prompt", kPrompt}, {"max_tokens", 60 + i}, {"temperature", 0.8}, {"seed", i}, {"stream", true}};
-      const std::string payload = body.dump();
-      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(static_cast<uint16_t>(server_->port()));
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-        ++failed;
-        ::close(fd);
-        return;
-      }
-      const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                              "Content-Type: application/json\r\nContent-Length: " +
-                              std::to_string(payload.size()) + "\r\n\r\n" + payload;
-      ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-      std::string got;
-      char buf[4096];
-      const size_t hang_up_after = 300 + rng() % 500;
-      for (;;) {
-        const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-        if (n <= 0) break;
-        got.append(buf, static_cast<size_t>(n));
-        if (hang_up && got.size() > hang_up_after) break;
-      }
-      ::close(fd);
-      if (hang_up && got.find("data: [DONE]") == std::string::npos) {
+      const std::string got = raw_stream(server_->port(), body, hang_up ? 300 + rng() % 500 : 0);
+      if (hang_up && got.rfind("HTTP/1.1 200", 0) == 0 && got.find("data: [DONE]") == std::string::npos) {
         ++dropped;
-      } else if (got.rfind("HTTP/1.1 200", 0) == 0 && got.find("data: [DONE]") != std::string::npos &&
-                 got.find("\"finish_reason\":\"length\"") != std::string::npos) {
+      } else if (stream_completed(got)) {
         ++completed;
       } else {
         ++failed;
@@ -327,18 +393,27 @@ TEST_F(Stories, LoadTest32StreamsWithDisconnects) {
   EXPECT_EQ(completed.load() + dropped.load(), kClients);
   EXPECT_GE(completed.load(), kClients * 2 / 3);
   EXPECT_GT(dropped.load(), 0) << "the disconnects happened";
-  // Cancelled sequences leave at the next step: wait for the batch to drain.
-  const auto t0 = std::chrono::steady_clock::now();
-  SchedulerMetrics m = backend_->metrics();
-  while ((m.running > 0 || m.waiting > 0 || m.kv_blocks_used > 0 || server_->in_flight() > 0) &&
-         std::chrono::steady_clock::now() - t0 < 5s) {
-    std::this_thread::sleep_for(20ms);
-    m = backend_->metrics();
-  }
+  const SchedulerMetrics m = wait_idle();
   EXPECT_EQ(m.running, 0);
   EXPECT_EQ(m.waiting, 0);
   EXPECT_EQ(m.kv_blocks_used, 0);
   EXPECT_EQ(server_->in_flight(), 0);
+
+  // Measured with stories260K on 2 cores: 17.1 MiB before, 18.6-18.9 MiB after (+1.5-1.7 MiB,
+  // all anonymous memory: each HTTP worker's stack some 20 KiB deeper than the warm-up took it,
+  // each malloc arena some tens of KiB fuller). malloc_trim(0) after the load gave back under
+  // 0.1 MiB, so the server does not call it: glibc is not sitting on freed memory here. Running
+  // the load again adds less each time (+0.5, +0.15, +0.1, +0.04 MiB): pages touched once, not a
+  // leak. The bound, 8 MiB (or 10 % of a process larger than 80 MiB), is about five times that
+  // first growth; a leak of 256 KiB per request (8 MiB over the 32) fails it.
+  const int64_t rss_after = rss();
+  RecordProperty("rss_before_kib", std::to_string(rss_before / 1024));
+  RecordProperty("rss_after_kib", std::to_string(rss_after / 1024));
+  if (rss_before > 0 && rss_after > 0 && !kSanitized) {
+    const int64_t bound = rss_before + std::max<int64_t>(int64_t{8} << 20, rss_before / 10);
+    EXPECT_LE(rss_after, bound) << "resident memory went from " << rss_before / 1024 << " KiB before the load to "
+                                << rss_after / 1024 << " KiB after it";
+  }
   // And it still serves.
   post("/v1/completions", {{"prompt", kPrompt}, {"max_tokens", 5}});
 }

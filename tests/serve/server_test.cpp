@@ -922,6 +922,14 @@ TEST_F(ServerTest, MetricsInPrometheusFormat) {
   // a token per character.
   const std::string gaps = "squeeze_inter_token_latency_seconds_count " + std::to_string(backend_->reply.size());
   EXPECT_NE(m.find(gaps), std::string::npos) << gaps << "\n" << m;
+#ifdef __linux__
+  // The process's resident memory, in the standard gauge every Prometheus client library exports.
+  const std::string rss = "\nprocess_resident_memory_bytes ";
+  const size_t at = m.find(rss);
+  ASSERT_NE(at, std::string::npos) << m;
+  EXPECT_NE(m.find("# TYPE process_resident_memory_bytes gauge\n"), std::string::npos) << m;
+  EXPECT_GT(std::stod(m.substr(at + rss.size())), 1e6) << "a process with a server running holds more than 1 MB";
+#endif
   // Every sample line is "name{labels} value" or "name value".
   std::istringstream in(m);
   std::string line;
