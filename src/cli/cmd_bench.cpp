@@ -115,6 +115,10 @@ int bench_model_cmd(const BenchFlags& f, ThreadPool& pool) {
               {false, true, true, false, true, true, true}, rows);
   fmt::print("\nweights read per generated token: {} ({} bytes)\n", mib(r.weight_bytes_per_token),
              r.weight_bytes_per_token);
+  if (r.repacked_tensors > 0) {
+    fmt::print("repacked at load for the kernels: {} matrices, {} of anonymous memory (the mapped "
+               "originals released; SQUEEZE_REPACK=0 keeps them)\n", r.repacked_tensors, mib(r.repacked_bytes));
+  }
   if (r.tg && r.membw) {
     fmt::print("tg{} reads weights at {:.2f} GB/s; measured memory read bandwidth ({} threads, same "
                "run): {:.2f} GB/s best, {:.2f} GB/s median; tg{} reaches {:.1f} % of it\n",

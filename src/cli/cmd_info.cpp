@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "engine/vocab_loader.h"
+#include "kernels/isa.h"
 #include "model/blocks.h"
 #include "model/gguf.h"
 
@@ -105,6 +106,14 @@ int info(const InfoFlags& f) {
                  c.n_expert ? fmt::format(", {} experts ({} used per token)", c.n_expert, c.n_expert_used)
                             : "");
       fmt::print("output:         {}\n", model->output_tied ? "tied to the token embedding" : "own matrix");
+      if (model->repacked.tensors > 0) {
+        fmt::print("repacked:       {} matrices, {} in anonymous memory, in the {} kernels' packed "
+                   "layouts (mapped originals released; SQUEEZE_REPACK=0 keeps them)\n",
+                   model->repacked.tensors, human_bytes(static_cast<double>(model->repacked.bytes)),
+                   kernels::isa_name(kernels::active_isa()));
+      } else {
+        fmt::print("repacked:       none (weights read from the file mapping)\n");
+      }
     } catch (const Error& e) {
       fmt::print("weights:        cannot be run: {}\n", e.what());
     }

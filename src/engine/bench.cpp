@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/rng.h"
+#include "kernels/repack.h"
 #include "base/thread_pool.h"
 #include "kernels/isa.h"
 #include "kernels/quant.h"
@@ -61,10 +62,10 @@ std::string weight_type_of(const Model& m) {
   for (const auto& L : m.layers) {
     for (const TensorView* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down,
                                 &L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps}) {
-      if (!t->empty()) by_type[type_name(t->type)] += bytes_of(*t);
+      if (!t->empty()) by_type[type_name(kernels::unpacked_type(t->type))] += bytes_of(*t);
     }
   }
-  std::string best = m.layers.empty() ? type_name(m.output.type) : "";
+  std::string best = m.layers.empty() ? type_name(kernels::unpacked_type(m.output.type)) : "";
   uint64_t most = 0;
   for (const auto& [name, bytes] : by_type) {
     if (bytes > most) best = name, most = bytes;
@@ -167,6 +168,8 @@ ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBe
   r.repetitions = o.repetitions;
   r.weight_bytes_per_token = weight_bytes_per_token(model);
   r.prompt_macs_per_token = prompt_macs_per_token(model);
+  r.repacked_tensors = model.repacked.tensors;
+  r.repacked_bytes = model.repacked.bytes;
 
   Rng rng(o.seed);
   const std::vector<int32_t> prompt = random_tokens(rng, o.n_prompt, c.n_vocab);
@@ -316,6 +319,8 @@ nlohmann::json to_json(const ModelBenchResult& r) {
   j["pp"] = speed_json(r.pp);
   j["tg"] = speed_json(r.tg);
   j["weight_bytes_per_token"] = r.weight_bytes_per_token;
+  j["repacked_bytes"] = r.repacked_bytes;
+  j["repacked_tensors"] = r.repacked_tensors;
   j["path"] = r.path;
   j["weight_type"] = r.weight_type;
   j["n_params"] = r.n_params;

@@ -72,6 +72,8 @@ struct ModelBenchResult {
   std::optional<SpeedStats> tg;  // absent when -n 0
   uint64_t weight_bytes_per_token = 0;
   uint64_t prompt_macs_per_token = 0;  // multiply-adds of the matrix products a prompt token needs
+  int32_t repacked_tensors = 0;        // matrices copied into the kernels' packed layouts at load
+  uint64_t repacked_bytes = 0;         // their anonymous memory (the mapped originals released)
   std::optional<MemBwResult> membw;
   std::optional<PeakResult> peak;
 

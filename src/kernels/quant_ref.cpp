@@ -18,6 +18,7 @@
 #include "base/fp16.h"
 #include "kernels/blocks.h"
 #include "kernels/quant.h"
+#include "kernels/repack.h"
 
 namespace sq::kernels {
 
@@ -873,6 +874,85 @@ SQ_DEFINE_BLOCK_REF_KERNELS(q6_k, BlockQ6_K)
 
 #undef SQ_DEFINE_BLOCK_REF_KERNELS
 
+// The packed layouts (kernels/repack.h): each group of sixteen blocks is unpacked into standard
+// blocks on the stack and goes through the standard kernels' per-block steps, block index for block
+// index, so the results are the unpacked type's bits.
+namespace {
+
+int64_t group_count(int64_t nb, int64_t g) { return std::min(kPackGroup, nb - kPackGroup * g); }
+
+template <GgmlType P, typename Block>
+void dequantize_packed(const void* src, float* dst, int64_t n) {
+  const int64_t nb = n / Block::kElems;
+  Block tmp[kPackGroup];
+  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+    unpack_group(P, src, nb, g, tmp);
+    dequantize_blocks<Block>(tmp, dst + g * kPackGroup * Block::kElems, group_count(nb, g) * Block::kElems);
+  }
+}
+
+template <GgmlType P, typename Block>
+void quantize_packed(const float* src, void* dst, int64_t n) {
+  const int64_t nb = n / Block::kElems;
+  Block tmp[kPackGroup];
+  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+    quantize_blocks<Block>(src + g * kPackGroup * Block::kElems, tmp, group_count(nb, g) * Block::kElems);
+    pack_group(P, tmp, nb, g, dst);
+  }
+}
+
+template <GgmlType P, typename Block>
+float dot_packed(const void* row, const float* x, int64_t n) {
+  const int64_t nb = n / Block::kElems;
+  Block tmp[kPackGroup];
+  float w[Block::kElems];
+  LaneSum sum;
+  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+    unpack_group(P, row, nb, g, tmp);
+    for (int64_t i = 0; i < group_count(nb, g); ++i) {
+      dequant_block(tmp[i], w);
+      sum.add(w, x + (g * kPackGroup + i) * Block::kElems, Block::kElems);
+    }
+  }
+  return sum.total();
+}
+
+template <GgmlType P, typename Block, typename ABlock>
+float dot_q_packed(const void* row, const void* qx, int64_t n) {
+  const int64_t nb = n / Block::kElems;
+  Block tmp[kPackGroup];
+  LaneSum sum;
+  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+    unpack_group(P, row, nb, g, tmp);
+    for (int64_t i = 0; i < group_count(nb, g); ++i) {
+      const int64_t b = g * kPackGroup + i;
+      sum.add_block(b, block_dot(tmp[i], load_block<ABlock>(qx, b)));
+    }
+  }
+  return sum.total();
+}
+
+}  // namespace
+
+#define SQ_DEFINE_PACKED_REF_KERNELS(name, Type, Block)                                        \
+  void dequantize_row_##name##_ref(const void* src, float* dst, int64_t n) {                 \
+    dequantize_packed<GgmlType::Type, Block>(src, dst, n);                                   \
+  }                                                                                          \
+  void quantize_row_##name##_ref(const float* src, void* dst, int64_t n) {                   \
+    quantize_packed<GgmlType::Type, Block>(src, dst, n);                                     \
+  }                                                                                          \
+  float dot_row_##name##_ref(const void* row, const float* x, int64_t n) {                  \
+    return dot_packed<GgmlType::Type, Block>(row, x, n);                                     \
+  }                                                                                          \
+  float dot_row_q_##name##_ref(const void* row, const void* qx, int64_t n) {                \
+    return dot_q_packed<GgmlType::Type, Block, BlockQ8_0>(row, qx, n);                       \
+  }
+
+SQ_DEFINE_PACKED_REF_KERNELS(q4_0x16, Q4_0_X16, BlockQ4_0)
+SQ_DEFINE_PACKED_REF_KERNELS(q8_0x16, Q8_0_X16, BlockQ8_0)
+
+#undef SQ_DEFINE_PACKED_REF_KERNELS
+
 void quantize_row_q8_1_ref(const float* src, void* dst, int64_t n) {
   quantize_blocks<BlockQ8_1>(src, dst, n);
 }
@@ -967,6 +1047,8 @@ SQ_DEFINE_REF_MULTI(q8_0)
 SQ_DEFINE_REF_MULTI(q4_k)
 SQ_DEFINE_REF_MULTI(q5_k)
 SQ_DEFINE_REF_MULTI(q6_k)
+SQ_DEFINE_REF_MULTI(q4_0x16)
+SQ_DEFINE_REF_MULTI(q8_0x16)
 
 #undef SQ_DEFINE_REF_MULTI
 

@@ -25,6 +25,8 @@ SQ_DECLARE_REF_KERNELS(q8_0)
 SQ_DECLARE_REF_KERNELS(q4_k)
 SQ_DECLARE_REF_KERNELS(q5_k)
 SQ_DECLARE_REF_KERNELS(q6_k)
+SQ_DECLARE_REF_KERNELS(q4_0x16)  // the packed layouts of kernels/repack.h
+SQ_DECLARE_REF_KERNELS(q8_0x16)
 
 #undef SQ_DECLARE_REF_KERNELS
 
@@ -47,6 +49,8 @@ float dot_row_q_q8_0_ref(const void* row, const void* qx, int64_t n);  // x: Q8_
 float dot_row_q_q4_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_K
 float dot_row_q_q5_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_K
 float dot_row_q_q6_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_K
+float dot_row_q_q4_0x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_0
+float dot_row_q_q8_0x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_0
 
 // The multi-row and tiled forms of the above (isa.h): loops over dot_row_q_*_ref.
 #define SQ_DECLARE_REF_MULTI(name)                                                                \
@@ -67,6 +71,8 @@ SQ_DECLARE_REF_MULTI(q8_0)
 SQ_DECLARE_REF_MULTI(q4_k)
 SQ_DECLARE_REF_MULTI(q5_k)
 SQ_DECLARE_REF_MULTI(q6_k)
+SQ_DECLARE_REF_MULTI(q4_0x16)
+SQ_DECLARE_REF_MULTI(q8_0x16)
 
 #undef SQ_DECLARE_REF_MULTI
 
@@ -95,6 +101,8 @@ constexpr KernelTable ref_kernel_table() {
   SQ_REF_WEIGHT(Q4_K, q4_k)
   SQ_REF_WEIGHT(Q5_K, q5_k)
   SQ_REF_WEIGHT(Q6_K, q6_k)
+  SQ_REF_WEIGHT(Q4_0_X16, q4_0x16)
+  SQ_REF_WEIGHT(Q8_0_X16, q8_0x16)
 #undef SQ_REF_WEIGHT
   return t;
 }

@@ -31,6 +31,7 @@ constexpr std::array kTypes = {
     Entry{28, {"F64", 1, 8}},        Entry{29, {"IQ1_M", 256, 56}},
     Entry{30, {"BF16", 1, 2}},       Entry{34, {"TQ1_0", 256, 54}},
     Entry{35, {"TQ2_0", 256, 66}},   Entry{39, {"MXFP4", 32, 17}},
+    Entry{0x10002, {"Q4_0x16", 32, 18}}, Entry{0x10008, {"Q8_0x16", 32, 34}},
 };
 
 }  // namespace
@@ -60,6 +61,8 @@ bool type_supported(GgmlType t) {
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:
+    case GgmlType::Q4_0_X16:
+    case GgmlType::Q8_0_X16:
       return true;
     default:
       return false;
@@ -68,7 +71,7 @@ bool type_supported(GgmlType t) {
 
 std::optional<GgmlType> type_from_name(std::string_view name) {
   for (const auto& e : kTypes) {
-    if (e.info.name.size() != name.size()) continue;
+    if (type_internal(e.id) || e.info.name.size() != name.size()) continue;
     bool same = true;
     for (size_t i = 0; i < name.size(); ++i) {
       if (std::toupper(static_cast<unsigned char>(name[i])) != e.info.name[i]) {

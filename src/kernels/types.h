@@ -43,7 +43,16 @@ enum class GgmlType : uint32_t {
   TQ1_0 = 34,
   TQ2_0 = 35,
   MXFP4 = 39,
+  // squeeze's own load-time layouts (kernels/repack.h), never read from or written to a file: the
+  // blocks of the named type regrouped sixteen at a time for the 512-bit kernels.
+  Q4_0_X16 = 0x10002,
+  Q8_0_X16 = 0x10008,
 };
+
+// The first id of squeeze's internal layouts; ids from a file at or above it are refused.
+inline constexpr uint32_t kFirstInternalType = 0x10000;
+inline constexpr bool type_internal(uint32_t id) { return id >= kFirstInternalType; }
+inline constexpr bool type_internal(GgmlType t) { return type_internal(static_cast<uint32_t>(t)); }
 
 struct TypeInfo {
   std::string_view name;
@@ -51,7 +60,8 @@ struct TypeInfo {
   uint32_t block_bytes;  // bytes per block
 };
 
-// Geometry of a known type id, or nullopt for an id GGML does not define.
+// Geometry of a known type id, or nullopt for an id GGML does not define. Internal layouts have
+// their unpacked type's geometry (block size and bytes per block).
 std::optional<TypeInfo> type_info(uint32_t id);
 inline std::optional<TypeInfo> type_info(GgmlType t) { return type_info(static_cast<uint32_t>(t)); }
 

@@ -494,7 +494,7 @@ void GgufFile::parse_all() {
     ti.n_elements = n_el;
     ti.type_id = r.read<uint32_t>(fmt::format("type of tensor '{}'", ti.name));
     ti.offset = r.read<uint64_t>(fmt::format("offset of tensor '{}'", ti.name));
-    if (auto info = type_info(ti.type_id)) {
+    if (auto info = type_info(ti.type_id); info && !type_internal(ti.type_id)) {
       if (ti.ne[0] % info->block_elems != 0) {
         fail<FormatError>("{}: tensor '{}' of type {} has rows of {} elements; expected a multiple of "
                           "the block size {}",
@@ -645,7 +645,9 @@ void GgufWriter::set(std::string key, GgufValue value) {
 void GgufWriter::add_tensor(std::string name, GgmlType type, std::vector<uint64_t> ne,
                             std::vector<uint8_t> bytes) {
   auto info = type_info(type);
-  if (!info) fail<InvalidArgument>("tensor '{}': unknown type id {}", name, static_cast<uint32_t>(type));
+  if (!info || type_internal(type)) {
+    fail<InvalidArgument>("tensor '{}': type id {} cannot be stored in a file", name, static_cast<uint32_t>(type));
+  }
   if (ne.empty() || ne.size() > kMaxDims) {
     fail<InvalidArgument>("tensor '{}' has {} dimensions; expected 1 to {}", name, ne.size(), kMaxDims);
   }

@@ -98,7 +98,7 @@ struct GgufTensorInfo {
   const uint8_t* data = nullptr;  // into the mapping; nullptr when the type id is unknown
 
   GgmlType type() const { return static_cast<GgmlType>(type_id); }
-  bool type_known() const { return type_info(type_id).has_value(); }
+  bool type_known() const { return !type_internal(type_id) && type_info(type_id).has_value(); }
   uint64_t rows() const;  // product of ne[1..]
 };
 

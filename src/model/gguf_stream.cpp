@@ -40,7 +40,9 @@ uint64_t alignment_of(const GgufMetadata& metadata) {
 
 uint64_t tensor_bytes(const GgufTensorSpec& t) {
   auto info = type_info(t.type);
-  if (!info) fail<InvalidArgument>("tensor '{}': unknown type id {}", t.name, static_cast<uint32_t>(t.type));
+  if (!info || type_internal(t.type)) {
+    fail<InvalidArgument>("tensor '{}': type id {} cannot be stored in a file", t.name, static_cast<uint32_t>(t.type));
+  }
   if (t.ne.empty() || t.ne.size() > kMaxDims) {
     fail<InvalidArgument>("tensor '{}' has {} dimensions; expected 1 to {}", t.name, t.ne.size(), kMaxDims);
   }

@@ -10,6 +10,7 @@
 #include "model/blocks.h"
 #include "model/gguf.h"
 #include "model/model.h"
+#include "model/repack.h"
 
 namespace sq {
 
@@ -196,7 +197,9 @@ std::unique_ptr<Model> load_model(const std::string& path) {
   if (!std::filesystem::exists(path)) {
     fail<IoError>("model file '{}' does not exist", path);
   }
-  return is_gguf_file(path) ? load_gguf(path) : load_llama2c(path);
+  auto model = is_gguf_file(path) ? load_gguf(path) : load_llama2c(path);
+  if (repack_enabled()) repack_weights(*model);
+  return model;
 }
 
 }  // namespace sq

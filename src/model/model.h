@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/types.h"
+#include "model/repack.h"
 #include "ops/tensor.h"
 
 namespace sq {
@@ -105,6 +106,8 @@ class Model {
 
   // Keeps the mapping (or the converted buffers) alive for as long as the views are used.
   std::shared_ptr<const void> storage;
+  // The matrices load_model copied into the kernels' packed layouts (model/repack.h).
+  RepackSummary repacked;
 
   // Total number of weights (elements of every tensor).
   uint64_t n_params() const;

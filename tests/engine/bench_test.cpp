@@ -156,7 +156,7 @@ TEST_F(BenchTest, JsonHasTheDocumentedKeysAndTypes) {
                                          "path", "weight_type", "n_params", "file_size", "isa",
                                          "repetitions", "implied_gbps", "membw_gbps",
                                          "membw_fraction", "pp_gops", "peak_gops",
-                                         "peak_fraction"}));
+                                         "peak_fraction", "repacked_bytes", "repacked_tensors"}));
   EXPECT_TRUE(j["model"].is_string());
   EXPECT_TRUE(j["threads"].is_number_integer());
   EXPECT_TRUE(j["weight_bytes_per_token"].is_number_unsigned());

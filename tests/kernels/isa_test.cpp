@@ -15,6 +15,7 @@
 #include "base/fp16.h"
 #include "kernels/isa.h"
 #include "kernels/quant.h"
+#include "kernels/repack.h"
 #include "kernels/types.h"
 
 namespace sq::kernels {
@@ -102,6 +103,15 @@ INSTANTIATE_TEST_SUITE_P(
 // and of the packed sub-block scales occurs, -128 in Q8_0 included).
 std::vector<uint8_t> weight_rows(GgmlType t, int64_t rows, int64_t n, uint32_t seed, bool raw) {
   const size_t rb = row_bytes(t, n);
+  if (is_packed_type(t)) {
+    // The load-time layouts: rows of the file type, packed as the loader packs them.
+    const auto std_rows = weight_rows(unpacked_type(t), rows, n, seed, raw);
+    std::vector<uint8_t> w(std_rows.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      pack_row(t, std_rows.data() + rb * static_cast<size_t>(r), w.data() + rb * static_cast<size_t>(r), n);
+    }
+    return w;
+  }
   std::vector<uint8_t> w(rb * static_cast<size_t>(rows));
   std::mt19937 rng(seed);
   std::normal_distribution<float> g(0.0f, 1.0f);

@@ -1,6 +1,7 @@
 // Loading and running models built with the synthetic-model writer: batch and thread-count
 // invariance of the logits, refusal of unsupported types and architectures, shape checks.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <unistd.h>
 #include <filesystem>
@@ -8,8 +9,11 @@
 
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "kernels/isa.h"
+#include "kernels/repack.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "model/repack.h"
 #include "model/synth.h"
 #include "support.h"
 
@@ -105,6 +109,44 @@ std::vector<InvarianceCase> invariance_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::ValuesIn(invariance_cases()),
                          [](const auto& info) { return info.param.name; });
+
+// Load-time repacking (model/repack.h) changes where and how the matrices are stored, not one bit
+// of the logits; rows of 17 blocks give each row a full group and a partial one.
+TEST(ModelRepack, RepackedWeightsGiveTheMappedLayoutsBits) {
+  TempDir dir;
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q8_0}) {
+    SynthSpec spec;
+    spec.n_embd = 544;
+    spec.n_ff = 256;
+    spec.n_vocab = 96;
+    spec.type = t;
+    const std::string path = dir.file(type_name(t) + ".gguf");
+    synth_model(spec).write(path);
+    ::setenv("SQUEEZE_REPACK", "0", 1);
+    auto mapped = load_model(path);
+    ::unsetenv("SQUEEZE_REPACK");
+    auto packed = load_model(path);
+    EXPECT_EQ(mapped->repacked.tensors, 0);
+    EXPECT_EQ(mapped->layers[0].wq.type, t);
+    if (!repack_enabled()) {
+      EXPECT_EQ(packed->repacked.tensors, 0);
+      GTEST_SKIP() << "the active kernels (" << kernels::isa_name(kernels::active_isa())
+                   << ") have no packed layouts; nothing to compare";
+    }
+    EXPECT_EQ(packed->layers[0].wq.type, *kernels::packed_type(t));
+    EXPECT_EQ(packed->layers[0].wq.n_bytes(), mapped->layers[0].wq.n_bytes());
+    // 7 matrices per layer, plus the output matrix (not tied here).
+    EXPECT_EQ(packed->repacked.tensors, 7 * static_cast<int32_t>(packed->layers.size()) + 1);
+    auto ids = test_tokens(19, mapped->config.n_vocab);
+    for (int threads : {1, 2}) {
+      const auto a = run_batched(*mapped, ids, threads);
+      const auto b = run_batched(*packed, ids, threads);
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << type_name(t);
+      const auto c = run_one_by_one(*packed, ids, threads);
+      ASSERT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * sizeof(float))) << type_name(t);
+    }
+  }
+}
 
 template <typename E>
 std::string load_error(const std::string& path) {

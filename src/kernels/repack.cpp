@@ -1,0 +1,104 @@
+#include "kernels/repack.h"
+
+#include <cassert>
+
+#include "kernels/blocks.h"
+
+namespace sq::kernels {
+
+namespace {
+
+struct Geometry {
+  size_t block_bytes;  // 18 or 34
+  size_t quant_bytes;  // 16 or 32
+  uint8_t flip;        // xor applied to the stored quant bytes
+};
+
+Geometry geometry(GgmlType packed) {
+  switch (packed) {
+    case GgmlType::Q4_0_X16: return {sizeof(BlockQ4_0), kQK / 2, 0};
+    case GgmlType::Q8_0_X16: return {sizeof(BlockQ8_0), kQK, 0x80};
+    default: break;
+  }
+  assert(false && "not a packed type");
+  return {};
+}
+
+// Where byte k of block i's quants (k < quant_bytes) and its scale lie in a packed group of c blocks.
+inline size_t plane_offset(size_t c, size_t i, size_t k) { return 2 * c + 4 * c * (k / 4) + 4 * i + k % 4; }
+
+// Standard blocks -> packed group (kPack) or packed group -> standard blocks.
+template <bool kPack>
+void convert_group(const Geometry& geo, const uint8_t* from, uint8_t* to, int64_t count) {
+  const size_t c = static_cast<size_t>(count);
+  for (size_t i = 0; i < c; ++i) {
+    const size_t block = i * geo.block_bytes;
+    for (size_t k = 0; k < 2; ++k) {
+      if constexpr (kPack) {
+        to[2 * i + k] = from[block + k];
+      } else {
+        to[block + k] = from[2 * i + k];
+      }
+    }
+    for (size_t k = 0; k < geo.quant_bytes; ++k) {
+      if constexpr (kPack) {
+        to[plane_offset(c, i, k)] = from[block + 2 + k] ^ geo.flip;
+      } else {
+        to[block + 2 + k] = from[plane_offset(c, i, k)] ^ geo.flip;
+      }
+    }
+  }
+}
+
+int64_t group_blocks(int64_t nb, int64_t g) { return nb - kPackGroup * g < kPackGroup ? nb - kPackGroup * g : kPackGroup; }
+
+}  // namespace
+
+std::optional<GgmlType> packed_type(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return GgmlType::Q4_0_X16;
+    case GgmlType::Q8_0: return GgmlType::Q8_0_X16;
+    default: return std::nullopt;
+  }
+}
+
+GgmlType unpacked_type(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0_X16: return GgmlType::Q4_0;
+    case GgmlType::Q8_0_X16: return GgmlType::Q8_0;
+    default: return t;
+  }
+}
+
+bool is_packed_type(GgmlType t) { return unpacked_type(t) != t; }
+
+void unpack_group(GgmlType packed, const void* row, int64_t nb, int64_t g, void* blocks) {
+  const Geometry geo = geometry(packed);
+  const uint8_t* group = static_cast<const uint8_t*>(row) + static_cast<size_t>(g * kPackGroup) * geo.block_bytes;
+  convert_group<false>(geo, group, static_cast<uint8_t*>(blocks), group_blocks(nb, g));
+}
+
+void pack_group(GgmlType packed, const void* blocks, int64_t nb, int64_t g, void* row) {
+  const Geometry geo = geometry(packed);
+  uint8_t* group = static_cast<uint8_t*>(row) + static_cast<size_t>(g * kPackGroup) * geo.block_bytes;
+  convert_group<true>(geo, static_cast<const uint8_t*>(blocks), group, group_blocks(nb, g));
+}
+
+void pack_row(GgmlType packed, const void* src, void* dst, int64_t n) {
+  const Geometry geo = geometry(packed);
+  const int64_t nb = n / kQK;
+  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+    pack_group(packed, static_cast<const uint8_t*>(src) + static_cast<size_t>(g * kPackGroup) * geo.block_bytes,
+               nb, g, dst);
+  }
+}
+
+void unpack_row(GgmlType packed, const void* src, void* dst, int64_t n) {
+  const Geometry geo = geometry(packed);
+  const int64_t nb = n / kQK;
+  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+    unpack_group(packed, src, nb, g, static_cast<uint8_t*>(dst) + static_cast<size_t>(g * kPackGroup) * geo.block_bytes);
+  }
+}
+
+}  // namespace sq::kernels

@@ -1,0 +1,107 @@
+#include "model/repack.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "base/error.h"
+#include "kernels/isa.h"
+#include "kernels/repack.h"
+#include "model/model.h"
+
+namespace sq {
+
+namespace {
+
+// Anonymous memory for the packed matrices, unmapped with the model.
+struct PackedStorage {
+  std::shared_ptr<const void> original;  // the mapping the other views still point into
+  void* base = MAP_FAILED;
+  size_t size = 0;
+  ~PackedStorage() {
+    if (base != MAP_FAILED) ::munmap(base, size);
+  }
+};
+
+// Gives the pages wholly inside [p, p + n) of the file mapping back to the kernel.
+void release_pages(const uint8_t* p, size_t n) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
+bool repack_enabled() {
+  const char* env = std::getenv("SQUEEZE_REPACK");
+  if (env != nullptr && std::string_view(env) == "0") return false;
+  const kernels::Isa isa = kernels::active_isa();
+  return isa == kernels::Isa::Avx512 || isa == kernels::Isa::Avx512Vnni;
+}
+
+void repack_weights(Model& model) {
+  std::vector<TensorView*> todo;
+  auto consider = [&](TensorView& t) {
+    if (t.empty() || t.ne[2] != 1 || t.ne[3] != 1 || !kernels::packed_type(t.type)) return;
+    todo.push_back(&t);
+  };
+  for (auto& L : model.layers) {
+    for (TensorView* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) consider(*t);
+  }
+  if (!model.output_tied) consider(model.output);
+  if (todo.empty()) return;
+
+  size_t total = 0;
+  std::vector<size_t> offset;
+  for (const TensorView* t : todo) {
+    offset.push_back(total);
+    total += (t->n_bytes() + 63) / 64 * 64;
+  }
+  auto storage = std::make_shared<PackedStorage>();
+  storage->original = model.storage;
+  storage->size = total;
+  storage->base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (storage->base == MAP_FAILED) {
+    fail<IoError>("{}: cannot allocate {} MiB to repack the weights: {} (SQUEEZE_REPACK=0 runs from the "
+                  "file mapping instead)", model.path, total >> 20, std::strerror(errno));
+  }
+  ::madvise(storage->base, total, MADV_HUGEPAGE);
+  auto* base = static_cast<uint8_t*>(storage->base);
+
+  // Rows are independent: the matrices are shared out over a few threads by rows.
+  const unsigned n_threads = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+  auto work = [&](unsigned part) {
+    for (size_t i = 0; i < todo.size(); ++i) {
+      const TensorView& t = *todo[i];
+      const GgmlType packed = *kernels::packed_type(t.type);
+      const int64_t rows = t.n_rows();
+      const int64_t r0 = rows * part / n_threads, r1 = rows * (part + 1) / n_threads;
+      for (int64_t r = r0; r < r1; ++r) {
+        kernels::pack_row(packed, t.row(r), base + offset[i] + static_cast<size_t>(r) * t.row_size(), t.ne[0]);
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (unsigned p = 1; p < n_threads; ++p) threads.emplace_back(work, p);
+  work(0);
+  for (auto& th : threads) th.join();
+
+  for (size_t i = 0; i < todo.size(); ++i) {
+    TensorView& t = *todo[i];
+    release_pages(t.data, t.n_bytes());
+    t.type = *kernels::packed_type(t.type);
+    t.data = base + offset[i];
+    model.repacked.tensors += 1;
+    model.repacked.bytes += t.n_bytes();
+  }
+  model.storage = storage;
+}
+
+}  // namespace sq

@@ -1,0 +1,128 @@
+// The load-time packed layouts (kernels/repack.h): packing is lossless and size-preserving, the
+// packed layout puts scales and quant planes where the header says, and every kernel of a packed
+// type gives the bits of its file type's kernel on the unpacked rows (the variants against ref are
+// in isa_test.cpp).
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernels/isa.h"
+#include "kernels/quant.h"
+#include "kernels/repack.h"
+
+namespace sq::kernels {
+namespace {
+
+std::vector<uint8_t> quantized_row(GgmlType t, int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> f(static_cast<size_t>(n));
+  for (auto& v : f) v = g(rng);
+  std::vector<uint8_t> row(row_bytes(t, n));
+  quantize_row(t, f.data(), row.data(), n);
+  return row;
+}
+
+class RepackTest : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(RepackTest, RoundTripKeepsSizeAndBytes) {
+  const GgmlType file_type = GetParam();
+  const GgmlType packed = *packed_type(file_type);
+  EXPECT_EQ(unpacked_type(packed), file_type);
+  EXPECT_TRUE(is_packed_type(packed));
+  EXPECT_FALSE(is_packed_type(file_type));
+  for (int64_t n : {32, 480, 512, 544, 896, 2048, 4864, 5632}) {
+    EXPECT_EQ(row_bytes(packed, n), row_bytes(file_type, n));
+    const auto row = quantized_row(file_type, n, static_cast<uint32_t>(n));
+    std::vector<uint8_t> p(row.size(), 0xEE), back(row.size(), 0xEE);
+    pack_row(packed, row.data(), p.data(), n);
+    // (One Q4_0 block is its own packed group: scale, then its four 4-byte planes.)
+    if (n > 32) {
+      EXPECT_NE(0, std::memcmp(row.data(), p.data(), row.size())) << "n=" << n << ": packing moved nothing";
+    }
+    unpack_row(packed, p.data(), back.data(), n);
+    ASSERT_EQ(0, std::memcmp(row.data(), back.data(), row.size())) << type_name(packed) << " n=" << n;
+  }
+}
+
+// The layout itself, checked by hand on the first group and on a partial last group.
+TEST_P(RepackTest, LayoutIsScalesThenPlanes) {
+  const GgmlType file_type = GetParam();
+  const GgmlType packed = *packed_type(file_type);
+  const size_t bb = row_bytes(file_type, 32);
+  const size_t qb = bb - 2;
+  const uint8_t flip = file_type == GgmlType::Q8_0 ? 0x80 : 0x00;
+  const int64_t n = 32 * 21;  // one group of 16 and one of 5
+  const auto row = quantized_row(file_type, n, 7);
+  std::vector<uint8_t> p(row.size());
+  pack_row(packed, row.data(), p.data(), n);
+  for (int64_t b = 0; b < 21; ++b) {
+    const size_t c = b < 16 ? 16 : 5;
+    const size_t i = static_cast<size_t>(b % 16);
+    const uint8_t* group = p.data() + (b < 16 ? 0 : 16 * bb);
+    const uint8_t* block = row.data() + static_cast<size_t>(b) * bb;
+    ASSERT_EQ(0, std::memcmp(group + 2 * i, block, 2)) << "scale of block " << b;
+    for (size_t k = 0; k < qb; ++k) {
+      ASSERT_EQ(group[2 * c + 4 * c * (k / 4) + 4 * i + k % 4], block[2 + k] ^ flip)
+          << "block " << b << " quant byte " << k;
+    }
+  }
+}
+
+TEST_P(RepackTest, KernelsMatchTheFileType) {
+  const GgmlType file_type = GetParam();
+  const GgmlType packed = *packed_type(file_type);
+  EXPECT_EQ(vec_dot_type(packed), vec_dot_type(file_type));
+  const GgmlType vt = vec_dot_type(file_type);
+  for (Isa isa : supported_isas()) {
+    const WeightKernels& kf = table(isa).weight[weight_index(file_type)];
+    const WeightKernels& kp = table(isa).weight[weight_index(packed)];
+    for (int64_t n : {64, 544, 896, 2048, 5632}) {
+      const int64_t rows = 6, tokens = 5;
+      const size_t rb = row_bytes(file_type, n);
+      std::vector<uint8_t> w, wp(rb * rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto row = quantized_row(file_type, n, static_cast<uint32_t>(n * 10 + r));
+        w.insert(w.end(), row.begin(), row.end());
+        pack_row(packed, row.data(), wp.data() + rb * r, n);
+      }
+      std::vector<float> fx(static_cast<size_t>(n) * tokens);
+      std::mt19937 rng(static_cast<uint32_t>(n));
+      std::normal_distribution<float> g(0.0f, 2.0f);
+      for (auto& v : fx) v = g(rng);
+      const size_t xb = row_bytes(vt, n);
+      std::vector<uint8_t> qx(xb * tokens);
+      for (int64_t t = 0; t < tokens; ++t) quantize_activation(vt, fx.data() + n * t, qx.data() + xb * t, n);
+
+      std::vector<float> a(rows * tokens), b(rows * tokens, -1.0f);
+      kf.dot_tile(w.data(), rb, rows, qx.data(), xb, tokens, n, a.data(), rows);
+      kp.dot_tile(wp.data(), rb, rows, qx.data(), xb, tokens, n, b.data(), rows);
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << isa_name(isa) << " n=" << n;
+      kp.dot_rows(wp.data(), rb, rows, qx.data(), n, b.data());
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), rows * sizeof(float))) << isa_name(isa) << " n=" << n;
+
+      std::vector<float> da(static_cast<size_t>(n)), dp(static_cast<size_t>(n));
+      dequantize_row(file_type, w.data(), da.data(), n);
+      dequantize_row(packed, wp.data(), dp.data(), n);
+      ASSERT_EQ(0, std::memcmp(da.data(), dp.data(), da.size() * sizeof(float))) << "n=" << n;
+      const float e1 = dot_row(file_type, w.data(), fx.data(), n);
+      const float e2 = dot_row(packed, wp.data(), fx.data(), n);
+      ASSERT_EQ(0, std::memcmp(&e1, &e2, sizeof e1)) << "n=" << n;
+    }
+  }
+}
+
+TEST(Repack, InternalTypesStayOutOfFiles) {
+  EXPECT_TRUE(type_internal(GgmlType::Q4_0_X16));
+  EXPECT_FALSE(type_internal(GgmlType::Q4_0));
+  EXPECT_FALSE(type_from_name("Q4_0x16").has_value());
+  EXPECT_EQ(type_name(GgmlType::Q8_0_X16), "Q8_0x16");
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, RepackTest, ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0),
+                         [](const auto& info) { return type_name(info.param); });
+
+}  // namespace
+}  // namespace sq::kernels
