@@ -43,9 +43,8 @@ std::unique_ptr<Engine> Engine::load(const LoadOptions& options) {
       fail<InvalidArgument>("--tokenizer is for llama2.c checkpoints; '{}' is a GGUF file and "
                             "carries its own vocabulary", m.path);
     }
-    // The model's storage is the parsed GGUF file; reading it again is cheap (metadata only).
-    auto file = std::static_pointer_cast<const GgufFile>(m.storage);
-    engine->tokenizer_ = load_tokenizer(*file);
+    if (m.gguf == nullptr) fail<InvalidArgument>("{}: the model was not loaded from a GGUF file", m.path);
+    engine->tokenizer_ = load_tokenizer(*m.gguf);
     engine->tokenizer_source_ = m.path;
     if (engine->tokenizer_ && engine->tokenizer_->n_vocab() != m.config.n_vocab) {
       fail<FormatError>("{}: the vocabulary has {} tokens but the model's embedding has {} rows",

@@ -37,6 +37,7 @@ std::unique_ptr<Model> load_gguf(const std::string& path) {
   arch->load(*file, *model);
   for (const auto& ti : file->tensors()) model->tensors.push_back(tensor_view(ti));
   model->storage = file;
+  model->gguf = file;
   return model;
 }
 

@@ -20,6 +20,7 @@ class ThreadPool;
 class KvCache;
 class PagedKvCache;
 class Architecture;
+class GgufFile;
 
 enum class RopeStyle {
   Adjacent,  // rotates pairs (2i, 2i+1): llama weights as GGUF stores them, llama2.c
@@ -106,6 +107,8 @@ class Model {
 
   // Keeps the mapping (or the converted buffers) alive for as long as the views are used.
   std::shared_ptr<const void> storage;
+  // The parsed file, for its metadata (the tokenizer); null for llama2.c checkpoints.
+  std::shared_ptr<const GgufFile> gguf;
   // The matrices load_model copied into the kernels' packed layouts (model/repack.h).
   RepackSummary repacked;
 

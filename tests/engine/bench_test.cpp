@@ -16,8 +16,10 @@
 #include "base/error.h"
 #include "base/membw.h"
 #include "base/thread_pool.h"
+#include "engine/engine.h"
 #include "model/gguf.h"
 #include "model/model.h"
+#include "model/repack.h"
 #include "model/synth.h"
 
 namespace sq {
@@ -138,6 +140,30 @@ TEST_F(BenchTest, SpeedsArePositiveAndFinite) {
   EXPECT_GT(r.membw->read_gbps, 0);
   EXPECT_GT(r.implied_gbps(), 0);
   EXPECT_GT(r.membw_fraction(), 0);
+}
+
+// An engine over a model whose matrices were repacked at load (model/repack.h) still finds the
+// file's metadata, and bench reports the repacked memory.
+TEST_F(BenchTest, EngineAndBenchOverARepackedModel) {
+  const std::string path = write(dense_spec(), "repacked.gguf");
+  auto engine = Engine::load({path, ""});
+  const Model& m = engine->model();
+  ThreadPool pool(1);
+  ModelBenchOptions o;
+  o.n_prompt = 4;
+  o.n_gen = 2;
+  o.repetitions = 1;
+  o.measure_membw = false;
+  o.measure_peak = false;
+  const ModelBenchResult r = bench_model(m, pool, o);
+  EXPECT_EQ(r.weight_type, "Q8_0");
+  if (!repack_enabled()) {
+    EXPECT_EQ(r.repacked_tensors, 0);
+    GTEST_SKIP() << "the active kernels have no packed layouts";
+  }
+  EXPECT_EQ(r.repacked_tensors, 7 * 2 + 1);
+  EXPECT_EQ(r.repacked_bytes, m.repacked.bytes);
+  EXPECT_GT(r.repacked_bytes, 0u);
 }
 
 TEST_F(BenchTest, JsonHasTheDocumentedKeysAndTypes) {
