@@ -120,7 +120,8 @@ void bm_quantize(benchmark::State& state, GgmlType vt, Isa isa, int64_t n) {
 int register_all() {
   const GgmlType types[] = {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0,
                             GgmlType::Q5_K, GgmlType::F16,  GgmlType::BF16, GgmlType::F32,
-                            GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1};
+                            GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_0_X16,
+                            GgmlType::Q8_0_X16};
   const std::pair<int64_t, int64_t> shapes[] = {{2048, 2048}, {5632, 2048}, {2048, 5632}, {4096, 4096}, {32768, 4096}, {4864, 896}, {896, 4864}, {151936, 896}};
   for (Isa isa : sq::kernels::supported_isas()) {
     const std::string in = std::string(sq::kernels::isa_name(isa));
@@ -132,11 +133,13 @@ int register_all() {
             bm_matvec, t, isa, rows, cols)
             ->Unit(benchmark::kMicrosecond);
       }
-      constexpr int64_t kTokens = 64;
-      benchmark::RegisterBenchmark(
-          ("Tile/" + tn + "/" + in + "/2048x2048x" + std::to_string(kTokens)).c_str(), bm_tile, t, isa,
-          2048, 2048, kTokens)
-          ->Unit(benchmark::kMillisecond);
+      // A prompt's batch, and a server's step of eight generating sequences.
+      for (int64_t tokens : {64, 8}) {
+        benchmark::RegisterBenchmark(
+            ("Tile/" + tn + "/" + in + "/2048x2048x" + std::to_string(tokens)).c_str(), bm_tile, t, isa,
+            2048, 2048, tokens)
+            ->Unit(benchmark::kMillisecond);
+      }
     }
     for (GgmlType vt : {GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::F16, GgmlType::BF16}) {
       benchmark::RegisterBenchmark(
