@@ -11,6 +11,7 @@
 #include "base/error.h"
 #include "base/rng.h"
 #include "kernels/repack.h"
+#include "model/repack.h"
 #include "base/thread_pool.h"
 #include "kernels/isa.h"
 #include "kernels/quant.h"
@@ -236,8 +237,10 @@ PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& o) {
                           o.row_elems, o.rows, o.passes, o.pass_seconds);
   }
   const int threads = pool.size();
-  const size_t row_bytes = kernels::row_bytes(GgmlType::Q8_0, o.row_elems);
-  const size_t act_bytes = kernels::row_bytes(kernels::vec_dot_type(GgmlType::Q8_0), o.row_elems);
+  // The layout the loader gives Q8_0 matrices: packed where the kernels have a packed layout.
+  const GgmlType wtype = repack_enabled() ? *kernels::packed_type(GgmlType::Q8_0) : GgmlType::Q8_0;
+  const size_t row_bytes = kernels::row_bytes(wtype, o.row_elems);
+  const size_t act_bytes = kernels::row_bytes(kernels::vec_dot_type(wtype), o.row_elems);
 
   // Per thread: `rows` weight rows and one activation row, written by that thread so they sit in
   // its own caches.
@@ -257,8 +260,7 @@ PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& o) {
       d.w.resize(row_bytes * static_cast<size_t>(o.rows));
       for (int32_t r = 0; r < o.rows; ++r) {
         fill();
-        kernels::quantize_row(GgmlType::Q8_0, f.data(), d.w.data() + row_bytes * static_cast<size_t>(r),
-                              o.row_elems);
+        kernels::quantize_row(wtype, f.data(), d.w.data() + row_bytes * static_cast<size_t>(r), o.row_elems);
       }
       // As many activation rows (tokens) as weight rows: the tiled kernel of prompt processing.
       d.x.resize(act_bytes * static_cast<size_t>(o.rows));
@@ -279,7 +281,7 @@ PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& o) {
       for (int64_t t = b; t < e; ++t) {
         Data& d = data[static_cast<size_t>(t)];
         for (int64_t it = 0; it < iters; ++it) {
-          kernels::dot_tile_q(GgmlType::Q8_0, d.w.data(), row_bytes, o.rows, d.x.data(), act_bytes,
+          kernels::dot_tile_q(wtype, d.w.data(), row_bytes, o.rows, d.x.data(), act_bytes,
                               o.rows, o.row_elems, d.out.data(), o.rows);
           acc += d.out[static_cast<size_t>(it % o.rows)];
         }
@@ -348,7 +350,8 @@ nlohmann::json to_json(const PeakResult& r) {
           {"threads", r.threads},
           {"isa", r.isa},
           {"pass_gops", r.pass_gops},
-          {"kernel", "Q8_0 tiled dot product (kernels' own code)"}};
+          {"kernel", repack_enabled() ? "Q8_0 tiled dot product, packed layout (kernels' own code)"
+                                   : "Q8_0 tiled dot product (kernels' own code)"}};
 }
 
 }  // namespace sq

@@ -100,8 +100,9 @@ uint64_t prompt_macs_per_token(const Model& model);
 ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBenchOptions& options);
 
 // Times the active kernels' Q8_0 x Q8_0 tiled dot product (kernels::dot_tile_q, the kernel of prompt
-// processing: `rows` weight rows times `rows` tokens) on cache-resident data on every thread of the
-// pool: the int8 arithmetic ceiling that prompt processing can be held to.
+// processing: `rows` weight rows times `rows` tokens; in the packed layout when the loader repacks,
+// model/repack.h) on cache-resident data on every thread of the pool: the int8 arithmetic ceiling
+// that prompt processing can be held to.
 PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& options = {});
 
 // The instruction set the kernels run with: "ref", "avx2", "avx512", "avx512vnni".
