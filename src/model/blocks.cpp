@@ -279,9 +279,29 @@ void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::ve
     gate.resize(static_cast<size_t>(n * F));
     up.resize(gate.size());
   }
+  // The elementwise and per-token steps of a batch are split over the pool by tokens (each token's
+  // values are computed by the same operations wherever it runs); one token stays on the caller,
+  // where a parallel region would cost more than the work.
+  auto by_tokens = [&](auto&& fn) {
+    if (n == 1) {
+      fn(0, 1);
+    } else {
+      pool.parallel_for(n, fn);
+    }
+  };
+  auto norm = [&](const TensorView& w) {
+    by_tokens([&](int64_t t0, int64_t t1) {
+      ops::rms_norm(x.data() + t0 * E, w, c.norm_eps, t1 - t0, E, cur.data() + t0 * E);
+    });
+  };
+  auto add_tmp = [&] {
+    by_tokens([&](int64_t t0, int64_t t1) {
+      for (int64_t i = t0 * E; i < t1 * E; ++i) x[static_cast<size_t>(i)] += tmp[static_cast<size_t>(i)];
+    });
+  };
   for (int32_t l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = m.layers[static_cast<size_t>(l)];
-    ops::rms_norm(x.data(), L.attn_norm, c.norm_eps, n, E, cur.data());
+    norm(L.attn_norm);
     ops::matmul(L.wq, cur.data(), n, q.data(), pool, &L.bq);
     ops::matmul(L.wk, cur.data(), n, k.data(), pool, &L.bk);
     ops::matmul(L.wv, cur.data(), n, v.data(), pool, &L.bv);
@@ -289,18 +309,20 @@ void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::ve
     ops::rope(k.data(), n, c.n_head_kv, c.head_dim, angles);
     attend(l, k.data(), v.data(), q.data(), attn.data());
     ops::matmul(L.wo, attn.data(), n, tmp.data(), pool);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    add_tmp();
 
-    ops::rms_norm(x.data(), L.ffn_norm, c.norm_eps, n, E, cur.data());
+    norm(L.ffn_norm);
     if (c.n_expert > 0) {
       moe_ffn(m, L, cur.data(), n, tmp.data(), pool);
     } else {
       ops::matmul(L.ffn_gate, cur.data(), n, gate.data(), pool);
       ops::matmul(L.ffn_up, cur.data(), n, up.data(), pool);
-      ops::swiglu(gate.data(), up.data(), gate.data(), n * F);
+      by_tokens([&](int64_t t0, int64_t t1) {
+        ops::swiglu(gate.data() + t0 * F, up.data() + t0 * F, gate.data() + t0 * F, (t1 - t0) * F);
+      });
       ops::matmul(L.ffn_down, gate.data(), n, tmp.data(), pool);
     }
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    add_tmp();
   }
 }
 

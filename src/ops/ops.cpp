@@ -107,8 +107,11 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, T
         if (n_tokens == 1) {
           kernels::dot_rows_q(w.type, w.row(r0), w_stride, r1 - r0, qx, n_in, out + r0);
         } else {
-          for (int64_t rb = r0; rb < r1; rb += row_block) {
-            const int64_t rows = std::min(row_block, r1 - rb);
+          // With a single token block there is nothing to keep cached for the next one: one call
+          // over all the thread's rows, so the kernel prepares each token's activations once.
+          const int64_t block = n_tokens <= kTokenBlock ? r1 - r0 : row_block;
+          for (int64_t rb = r0; rb < r1; rb += block) {
+            const int64_t rows = std::min(block, r1 - rb);
             for (int64_t tb = 0; tb < n_tokens; tb += kTokenBlock) {
               const int64_t tokens = std::min(kTokenBlock, n_tokens - tb);
               kernels::dot_tile_q(w.type, w.row(rb), w_stride, rows,
