@@ -229,6 +229,14 @@ TEST(BatchedForward, LogitsBitIdenticalTinyRandomF16) {
 TEST(BatchedForward, LogitsBitIdenticalTinyRandomF32) {
   check_batched_logits("models/extras/llama-2-tiny-random.gguf", ops::KvType::F32);
 }
+// Quantized weights, repacked at load under the 512-bit kernels (model/repack.h): the batched
+// tiles and the one-token kernels of the packed layouts.
+TEST(BatchedForward, LogitsBitIdenticalLlamaGqaQ4_0) {
+  check_batched_logits("fixtures/parity/llama-gqa.q4_0.gguf", ops::KvType::F16);
+}
+TEST(BatchedForward, LogitsBitIdenticalLlamaGqaQ8_0) {
+  check_batched_logits("fixtures/parity/llama-gqa.q8_0.gguf", ops::KvType::F16);
+}
 
 // The hidden-state output (for embeddings) is the final-normed state: the output matrix applied to
 // a slice's last hidden row gives Model::forward's logits bit for bit.
