@@ -64,8 +64,8 @@ TEST(AttnKernels, ManyKeysMatchReferenceBitForBit) {
   auto variants = available();
   if (variants.empty()) GTEST_SKIP() << "this CPU has no SIMD variant of the attention kernels";
   Rng rng(13);
-  for (int64_t n : {1, 8, 15, 16, 17, 64, 100}) {
-    for (int64_t n_keys : {1, 3, 40}) {
+  for (int64_t n : {1, 8, 15, 16, 17, 32, 64, 100, 128}) {
+    for (int64_t n_keys : {1, 3, 16, 40}) {
       const auto stride = static_cast<size_t>(n + 5);
       std::vector<float> q(static_cast<size_t>(n)), w(static_cast<size_t>(n_keys)), out0(q.size());
       std::vector<uint16_t> rows(stride * static_cast<size_t>(n_keys));
