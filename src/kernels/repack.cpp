@@ -1,6 +1,7 @@
 #include "kernels/repack.h"
 
 #include <cassert>
+#include <cstring>
 
 #include "kernels/blocks.h"
 
@@ -24,28 +25,26 @@ Geometry geometry(GgmlType packed) {
   return {};
 }
 
-// Where byte k of block i's quants (k < quant_bytes) and its scale lie in a packed group of c blocks.
-inline size_t plane_offset(size_t c, size_t i, size_t k) { return 2 * c + 4 * c * (k / 4) + 4 * i + k % 4; }
-
-// Standard blocks -> packed group (kPack) or packed group -> standard blocks.
+// Standard blocks -> packed group (kPack) or packed group -> standard blocks, a 4-byte word at a
+// time: word u of block i's quants is word i of plane u (flipped by xor with `flip` in every byte).
 template <bool kPack>
 void convert_group(const Geometry& geo, const uint8_t* from, uint8_t* to, int64_t count) {
   const size_t c = static_cast<size_t>(count);
+  const uint32_t flip = geo.flip * 0x01010101u;
   for (size_t i = 0; i < c; ++i) {
     const size_t block = i * geo.block_bytes;
-    for (size_t k = 0; k < 2; ++k) {
-      if constexpr (kPack) {
-        to[2 * i + k] = from[block + k];
-      } else {
-        to[block + k] = from[2 * i + k];
-      }
+    if constexpr (kPack) {
+      std::memcpy(to + 2 * i, from + block, 2);
+    } else {
+      std::memcpy(to + block, from + 2 * i, 2);
     }
-    for (size_t k = 0; k < geo.quant_bytes; ++k) {
-      if constexpr (kPack) {
-        to[plane_offset(c, i, k)] = from[block + 2 + k] ^ geo.flip;
-      } else {
-        to[block + 2 + k] = from[plane_offset(c, i, k)] ^ geo.flip;
-      }
+    for (size_t u = 0; u < geo.quant_bytes / 4; ++u) {
+      const size_t in_block = block + 2 + 4 * u;
+      const size_t in_plane = 2 * c + 4 * c * u + 4 * i;
+      uint32_t word;
+      std::memcpy(&word, from + (kPack ? in_block : in_plane), 4);
+      word ^= flip;
+      std::memcpy(to + (kPack ? in_plane : in_block), &word, 4);
     }
   }
 }

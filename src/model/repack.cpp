@@ -75,27 +75,29 @@ void repack_weights(Model& model) {
   ::madvise(storage->base, total, MADV_HUGEPAGE);
   auto* base = static_cast<uint8_t*>(storage->base);
 
-  // Rows are independent: the matrices are shared out over a few threads by rows.
+  // Rows are independent: each matrix is shared out over a few threads by rows, and its mapped
+  // pages are released as soon as it is packed, so that resident memory peaks at the model plus
+  // one matrix, not twice the model.
   const unsigned n_threads = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
-  auto work = [&](unsigned part) {
-    for (size_t i = 0; i < todo.size(); ++i) {
-      const TensorView& t = *todo[i];
-      const GgmlType packed = *kernels::packed_type(t.type);
-      const int64_t rows = t.n_rows();
+  for (size_t i = 0; i < todo.size(); ++i) {
+    const TensorView& t = *todo[i];
+    const GgmlType packed = *kernels::packed_type(t.type);
+    const int64_t rows = t.n_rows();
+    auto work = [&](unsigned part) {
       const int64_t r0 = rows * part / n_threads, r1 = rows * (part + 1) / n_threads;
       for (int64_t r = r0; r < r1; ++r) {
         kernels::pack_row(packed, t.row(r), base + offset[i] + static_cast<size_t>(r) * t.row_size(), t.ne[0]);
       }
-    }
-  };
-  std::vector<std::thread> threads;
-  for (unsigned p = 1; p < n_threads; ++p) threads.emplace_back(work, p);
-  work(0);
-  for (auto& th : threads) th.join();
+    };
+    std::vector<std::thread> threads;
+    for (unsigned p = 1; p < n_threads; ++p) threads.emplace_back(work, p);
+    work(0);
+    for (auto& th : threads) th.join();
+    release_pages(t.data, t.n_bytes());
+  }
 
   for (size_t i = 0; i < todo.size(); ++i) {
     TensorView& t = *todo[i];
-    release_pages(t.data, t.n_bytes());
     t.type = *kernels::packed_type(t.type);
     t.data = base + offset[i];
     model.repacked.tensors += 1;
