@@ -302,9 +302,8 @@ void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::ve
   for (int32_t l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = m.layers[static_cast<size_t>(l)];
     norm(L.attn_norm);
-    ops::matmul(L.wq, cur.data(), n, q.data(), pool, &L.bq);
-    ops::matmul(L.wk, cur.data(), n, k.data(), pool, &L.bk);
-    ops::matmul(L.wv, cur.data(), n, v.data(), pool, &L.bv);
+    const ops::MatmulPart qkv[] = {{&L.wq, q.data(), &L.bq}, {&L.wk, k.data(), &L.bk}, {&L.wv, v.data(), &L.bv}};
+    ops::matmul_group(qkv, cur.data(), n, pool);
     ops::rope(q.data(), n, c.n_head, c.head_dim, angles);
     ops::rope(k.data(), n, c.n_head_kv, c.head_dim, angles);
     attend(l, k.data(), v.data(), q.data(), attn.data());
@@ -315,8 +314,8 @@ void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::ve
     if (c.n_expert > 0) {
       moe_ffn(m, L, cur.data(), n, tmp.data(), pool);
     } else {
-      ops::matmul(L.ffn_gate, cur.data(), n, gate.data(), pool);
-      ops::matmul(L.ffn_up, cur.data(), n, up.data(), pool);
+      const ops::MatmulPart gate_up[] = {{&L.ffn_gate, gate.data(), nullptr}, {&L.ffn_up, up.data(), nullptr}};
+      ops::matmul_group(gate_up, cur.data(), n, pool);
       by_tokens([&](int64_t t0, int64_t t1) {
         ops::swiglu(gate.data() + t0 * F, up.data() + t0 * F, gate.data() + t0 * F, (t1 - t0) * F);
       });

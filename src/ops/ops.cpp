@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "base/detmath.h"
@@ -56,8 +57,12 @@ void rms_norm(const float* x, const TensorView& weight, float eps, int64_t n_tok
   }
 }
 
-void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, ThreadPool& pool,
-            const TensorView* bias) {
+namespace {
+
+constexpr int64_t kRowGrain = 16;    // a multiple of every kernel's tile height
+constexpr int64_t kTokenBlock = 64;  // tokens whose activations stay cached across a row block
+
+void check_matrix(const TensorView& w, const TensorView* bias) {
   if (w.empty() || !type_supported(w.type)) {
     fail<UnsupportedError>("tensor '{}' has type {}, which squeeze cannot multiply with", w.name,
                            type_name(w.type));
@@ -65,66 +70,122 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, T
   if (w.ne[2] != 1 || w.ne[3] != 1) {
     fail<InvalidArgument>("matmul: tensor '{}' is not a matrix", w.name);
   }
+  if (bias != nullptr && !bias->empty()) require_f32_vector(*bias, w.ne[1], "bias");
+}
+
+// Each token's activations converted to a weight type's vec_dot_type once, rather than once per
+// output row; the conversion depends only on that token's floats, so the outputs do not depend on
+// the batch or the split. F32 weights read x as it is (the exact path).
+struct RoundedActivations {
+  GgmlType type = GgmlType::F32;
+  const uint8_t* data = nullptr;
+  size_t stride = 0;
+  std::vector<uint8_t> scratch;  // [n_tokens, row_bytes(type, n_in)]
+};
+
+void round_activations(RoundedActivations& r, GgmlType vec_type, const float* x, int64_t n_tokens,
+                       int64_t n_in, ThreadPool& pool) {
+  r.type = vec_type;
+  r.data = reinterpret_cast<const uint8_t*>(x);
+  r.stride = static_cast<size_t>(n_in) * sizeof(float);
+  if (vec_type == GgmlType::F32) return;
+  r.stride = kernels::row_bytes(vec_type, n_in);
+  r.scratch.resize(r.stride * static_cast<size_t>(n_tokens));
+  pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      kernels::quantize_activation(vec_type, x + t * n_in, r.scratch.data() + static_cast<size_t>(t) * r.stride, n_in);
+    }
+  });
+  r.data = r.scratch.data();
+}
+
+// Output rows [r0, r1) of one product, on the calling thread. One token runs the multi-row kernel;
+// a batch runs the tiled kernel (a tile of rows times a tile of tokens, so each weight block loaded
+// serves several tokens) over blocks of rows and tokens sized to stay in the L2 cache. Each output
+// element follows dot_row_q's operations exactly whatever the split or the tile it falls in
+// (DESIGN.md, invariant 2).
+void product_rows(const TensorView& w, const RoundedActivations& qx, int64_t n_tokens, const TensorView* bias,
+                  float* out, int64_t r0, int64_t r1) {
   const int64_t n_in = w.ne[0];
   const int64_t n_out = w.ne[1];
-  if (bias != nullptr && !bias->empty()) require_f32_vector(*bias, n_out, "bias");
-  const float* b = (bias != nullptr && !bias->empty()) ? reinterpret_cast<const float*>(bias->data)
-                                                      : nullptr;
-  // Each token's activations are converted to the weights' vec_dot_type once, here, rather than
-  // once per output row; the conversion depends only on that token's floats, so the outputs do not
-  // depend on the batch or the split. F32 weights read x as it is (the exact path).
-  const GgmlType vec_type = kernels::vec_dot_type(w.type);
-  const uint8_t* qx = reinterpret_cast<const uint8_t*>(x);
-  size_t q_stride = static_cast<size_t>(n_in) * sizeof(float);
-  std::vector<uint8_t> q_scratch;  // [n_tokens, row_bytes(vec_type, n_in)]
-  if (vec_type != GgmlType::F32) {
-    q_stride = kernels::row_bytes(vec_type, n_in);
-    q_scratch.resize(q_stride * static_cast<size_t>(n_tokens));
-    pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        kernels::quantize_activation(vec_type, x + t * n_in,
-                                     q_scratch.data() + static_cast<size_t>(t) * q_stride, n_in);
-      }
-    });
-    qx = q_scratch.data();
-  }
-  // Output rows are split over the threads in whole row tiles, never the reduced dimension. One
-  // token runs the multi-row kernel over the thread's rows; a batch runs the tiled kernel (a tile
-  // of rows times a tile of tokens, so each weight block loaded serves several tokens) over blocks
-  // of rows and tokens sized to stay in the L2 cache. Each output element follows dot_row_q's
-  // operations exactly whatever the split or the tile it falls in (DESIGN.md, invariant 2).
-  constexpr int64_t kRowGrain = 16;    // a multiple of every kernel's tile height
-  constexpr int64_t kTokenBlock = 64;  // tokens whose activations stay cached across a row block
   const size_t w_stride = w.row_size();
-  // Rows of weights revisited for each token block: as many as stay in a core's L2 cache, since
-  // the tiled kernels prepare each token's activations once per call (per block of rows).
-  constexpr size_t kRowBlockBytes = 256 * 1024;
-  const int64_t row_block =
-      std::max<int64_t>(kRowGrain, static_cast<int64_t>(kRowBlockBytes / w_stride) / kRowGrain * kRowGrain);
+  if (n_tokens == 1) {
+    kernels::dot_rows_q(w.type, w.row(r0), w_stride, r1 - r0, qx.data, n_in, out + r0);
+  } else {
+    // Rows of weights revisited for each token block: as many as stay in a core's L2 cache, since
+    // the tiled kernels prepare each token's activations once per call (per block of rows). With a
+    // single token block there is nothing to keep cached for the next one: one call over all the
+    // rows, so the kernel prepares each token's activations once.
+    constexpr size_t kRowBlockBytes = 256 * 1024;
+    const int64_t row_block =
+        std::max<int64_t>(kRowGrain, static_cast<int64_t>(kRowBlockBytes / w_stride) / kRowGrain * kRowGrain);
+    const int64_t block = n_tokens <= kTokenBlock ? r1 - r0 : row_block;
+    for (int64_t rb = r0; rb < r1; rb += block) {
+      const int64_t rows = std::min(block, r1 - rb);
+      for (int64_t tb = 0; tb < n_tokens; tb += kTokenBlock) {
+        const int64_t tokens = std::min(kTokenBlock, n_tokens - tb);
+        kernels::dot_tile_q(w.type, w.row(rb), w_stride, rows, qx.data + static_cast<size_t>(tb) * qx.stride,
+                            qx.stride, tokens, n_in, out + tb * n_out + rb, n_out);
+      }
+    }
+  }
+  if (bias != nullptr && !bias->empty()) {
+    const auto* b = reinterpret_cast<const float*>(bias->data);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      float* ot = out + t * n_out;
+      for (int64_t r = r0; r < r1; ++r) ot[r] = ot[r] + b[r];
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, ThreadPool& pool,
+            const TensorView* bias) {
+  const MatmulPart part{&w, out, bias};
+  matmul_group(std::span<const MatmulPart>(&part, 1), x, n_tokens, pool);
+}
+
+void matmul_group(std::span<const MatmulPart> parts, const float* x, int64_t n_tokens, ThreadPool& pool) {
+  if (parts.empty()) return;
+  const int64_t n_in = parts[0].w->ne[0];
+  int64_t total = 0;
+  for (const MatmulPart& p : parts) {
+    check_matrix(*p.w, p.bias);
+    if (p.w->ne[0] != n_in) {
+      fail<InvalidArgument>("matmul: tensors '{}' and '{}' take {} and {} inputs; a group shares its input",
+                            parts[0].w->name, p.w->name, n_in, p.w->ne[0]);
+    }
+    total += p.w->ne[1];
+  }
+  // One rounded copy of x per activation format the parts need (usually one).
+  std::vector<std::unique_ptr<RoundedActivations>> rounded;
+  std::vector<const RoundedActivations*> of_part;
+  for (const MatmulPart& p : parts) {
+    const GgmlType vt = kernels::vec_dot_type(p.w->type);
+    const RoundedActivations* found = nullptr;
+    for (const auto& r : rounded) {
+      if (r->type == vt) found = r.get();
+    }
+    if (found == nullptr) {
+      rounded.push_back(std::make_unique<RoundedActivations>());
+      round_activations(*rounded.back(), vt, x, n_tokens, n_in, pool);
+      found = rounded.back().get();
+    }
+    of_part.push_back(found);
+  }
+  // The parts' rows one after the other, split over the threads in whole row tiles (never the
+  // reduced dimension); a thread's range may span the end of one part and the start of the next.
   pool.parallel_for(
-      n_out,
-      [&](int64_t r0, int64_t r1) {
-        if (n_tokens == 1) {
-          kernels::dot_rows_q(w.type, w.row(r0), w_stride, r1 - r0, qx, n_in, out + r0);
-        } else {
-          // With a single token block there is nothing to keep cached for the next one: one call
-          // over all the thread's rows, so the kernel prepares each token's activations once.
-          const int64_t block = n_tokens <= kTokenBlock ? r1 - r0 : row_block;
-          for (int64_t rb = r0; rb < r1; rb += block) {
-            const int64_t rows = std::min(block, r1 - rb);
-            for (int64_t tb = 0; tb < n_tokens; tb += kTokenBlock) {
-              const int64_t tokens = std::min(kTokenBlock, n_tokens - tb);
-              kernels::dot_tile_q(w.type, w.row(rb), w_stride, rows,
-                                  qx + static_cast<size_t>(tb) * q_stride, q_stride, tokens, n_in,
-                                  out + tb * n_out + rb, n_out);
-            }
-          }
-        }
-        if (b != nullptr) {
-          for (int64_t t = 0; t < n_tokens; ++t) {
-            float* ot = out + t * n_out;
-            for (int64_t r = r0; r < r1; ++r) ot[r] = ot[r] + b[r];
-          }
+      total,
+      [&](int64_t a, int64_t b) {
+        int64_t first = 0;
+        for (size_t i = 0; i < parts.size(); ++i) {
+          const int64_t n_out = parts[i].w->ne[1];
+          const int64_t r0 = std::max(a, first) - first;
+          const int64_t r1 = std::min(b, first + n_out) - first;
+          if (r0 < r1) product_rows(*parts[i].w, *of_part[i], n_tokens, parts[i].bias, parts[i].out, r0, r1);
+          first += n_out;
         }
       },
       kRowGrain);

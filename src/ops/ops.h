@@ -34,6 +34,19 @@ void rms_norm(const float* x, const TensorView& weight, float eps, int64_t n_tok
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, ThreadPool& pool,
             const TensorView* bias = nullptr);
 
+// One product of matmul_group: out = x W^T (+ bias), W of ne {n_in, n_out}.
+struct MatmulPart {
+  const TensorView* w = nullptr;
+  float* out = nullptr;                // [n_tokens, n_out]
+  const TensorView* bias = nullptr;    // or empty
+};
+
+// Several products of the same activations (a layer's query, key and value, or its gate and up
+// projections) as matmul computes each one, bit for bit, but in one parallel region: x is rounded
+// once per activation format, and the rows of all the parts, taken one after the other, are split
+// over the threads together, so there is one hand-out and one wait instead of one per part.
+void matmul_group(std::span<const MatmulPart> parts, const float* x, int64_t n_tokens, ThreadPool& pool);
+
 // Looks up rows of an embedding table of any supported type: out[t] = dequantized row tokens[t].
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out);
 

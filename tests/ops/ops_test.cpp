@@ -1,6 +1,8 @@
 // The ops against plain double-precision formulas written out here.
 #include <bit>
 #include <cmath>
+#include <array>
+#include <cstring>
 #include <vector>
 
 #include "base/error.h"
@@ -110,6 +112,70 @@ TEST(Ops, MatmulQuantizesActivationsPerToken) {
       }
     }
   }
+}
+
+// A group of products (a layer's q/k/v) gives each part's matmul bits, with parts of different
+// activation formats (Q4_0 pairs with Q8_0, Q6_K with Q8_K), a bias on one part, and part sizes
+// that make a thread's range end inside a part; a group whose parts take different inputs is
+// refused.
+TEST(Ops, MatmulGroupGivesEachPartsBits) {
+  const int64_t n_in = 512;
+  const int64_t sizes[] = {37, 16, 53};
+  const GgmlType types[] = {GgmlType::Q4_0, GgmlType::Q6_K, GgmlType::F16};
+  std::vector<std::vector<uint8_t>> bytes(3);
+  std::vector<TensorView> ws(3);
+  for (int i = 0; i < 3; ++i) {
+    const auto wf = random_values(static_cast<size_t>(n_in * sizes[i]), 20 + static_cast<uint64_t>(i));
+    const size_t rb = kernels::row_bytes(types[i], n_in);
+    bytes[i].resize(rb * static_cast<size_t>(sizes[i]));
+    for (int64_t r = 0; r < sizes[i]; ++r) {
+      kernels::quantize_row(types[i], wf.data() + r * n_in, bytes[i].data() + static_cast<size_t>(r) * rb, n_in);
+    }
+    ws[i].name = std::array{"wq", "wk", "wv"}[static_cast<size_t>(i)];
+    ws[i].type = types[i];
+    ws[i].ne = {n_in, sizes[i], 1, 1};
+    ws[i].n_dims = 2;
+    ws[i].data = bytes[i].data();
+  }
+  const auto b = random_values(static_cast<size_t>(sizes[1]), 30);
+  const TensorView bias = f32_view(b, {sizes[1], 1, 1, 1});
+  for (int64_t n : {1, 5, 70}) {
+    const auto x = random_values(static_cast<size_t>(n_in * n), 31 + static_cast<uint64_t>(n), 3.0);
+    for (int threads : {1, 2, 3}) {
+      ThreadPool pool(threads);
+      std::vector<std::vector<float>> want(3), got(3);
+      std::vector<ops::MatmulPart> parts;
+      for (int i = 0; i < 3; ++i) {
+        want[static_cast<size_t>(i)].resize(static_cast<size_t>(n * sizes[i]));
+        got[static_cast<size_t>(i)].resize(want[static_cast<size_t>(i)].size());
+        // The reference: each token rounded to the part's activation format, then dot_row_q per
+        // row (as in MatmulQuantizesActivationsPerToken), plus the bias.
+        const GgmlType vt = kernels::vec_dot_type(types[i]);
+        std::vector<uint8_t> qx(kernels::row_bytes(vt, n_in));
+        for (int64_t tok = 0; tok < n; ++tok) {
+          kernels::quantize_activation(vt, x.data() + tok * n_in, qx.data(), n_in);
+          for (int64_t r = 0; r < sizes[i]; ++r) {
+            float v = kernels::dot_row_q(types[i], ws[i].row(r), qx.data(), n_in);
+            if (i == 1) v = v + b[static_cast<size_t>(r)];
+            want[static_cast<size_t>(i)][static_cast<size_t>(tok * sizes[i] + r)] = v;
+          }
+        }
+        parts.push_back({&ws[i], got[static_cast<size_t>(i)].data(), i == 1 ? &bias : nullptr});
+      }
+      ops::matmul_group(parts, x.data(), n, pool);
+      for (size_t i = 0; i < 3; ++i) {
+        ASSERT_EQ(0, std::memcmp(want[i].data(), got[i].data(), want[i].size() * sizeof(float)))
+            << "part " << i << " tokens " << n << " threads " << threads;
+      }
+    }
+  }
+  TensorView other = ws[0];
+  other.ne = {256, sizes[0], 1, 1};
+  std::vector<float> o1(static_cast<size_t>(sizes[0])), o2(o1.size());
+  const ops::MatmulPart mixed[] = {{&ws[0], o1.data(), nullptr}, {&other, o2.data(), nullptr}};
+  const auto x = random_values(static_cast<size_t>(n_in), 40);
+  ThreadPool pool(2);
+  EXPECT_THROW(ops::matmul_group(mixed, x.data(), 1, pool), InvalidArgument);
 }
 
 // Rotating pairs by pos * base^(-2i/n_rot): adjacent pairs for llama, halves for NEOX.
