@@ -53,6 +53,16 @@ SynthSpec dense_spec() {
   return s;
 }
 
+// One quick repetition of pp and tg, without the bandwidth measurement.
+ModelBenchOptions quick_options(int32_t n_prompt, int32_t n_gen) {
+  ModelBenchOptions o;
+  o.n_prompt = n_prompt;
+  o.n_gen = n_gen;
+  o.repetitions = 1;
+  o.measure_membw = false;
+  return o;
+}
+
 SynthSpec moe_spec() {
   SynthSpec s = dense_spec();
   s.n_expert = 4;
@@ -149,11 +159,7 @@ TEST_F(BenchTest, EngineAndBenchOverARepackedModel) {
   auto engine = Engine::load({path, ""});
   const Model& m = engine->model();
   ThreadPool pool(1);
-  ModelBenchOptions o;
-  o.n_prompt = 4;
-  o.n_gen = 2;
-  o.repetitions = 1;
-  o.measure_membw = false;
+  ModelBenchOptions o = quick_options(4, 2);
   o.measure_peak = false;
   const ModelBenchResult r = bench_model(m, pool, o);
   EXPECT_EQ(r.weight_type, "Q8_0");
@@ -170,11 +176,7 @@ TEST_F(BenchTest, JsonHasTheDocumentedKeysAndTypes) {
   const std::string path = write(moe_spec(), "json.gguf");
   auto model = load_model(path);
   ThreadPool pool(1);
-  ModelBenchOptions o;
-  o.n_prompt = 8;
-  o.n_gen = 4;
-  o.repetitions = 1;
-  o.measure_membw = false;
+  const ModelBenchOptions o = quick_options(8, 4);
   nlohmann::json j = to_json(bench_model(*model, pool, o));
   std::set<std::string> keys;
   for (auto it = j.begin(); it != j.end(); ++it) keys.insert(it.key());
@@ -222,11 +224,7 @@ TEST_F(BenchTest, ZeroTokensSkipsThatPart) {
   const std::string path = write(dense_spec(), "skip.gguf");
   auto model = load_model(path);
   ThreadPool pool(1);
-  ModelBenchOptions o;
-  o.n_prompt = 0;
-  o.n_gen = 2;
-  o.repetitions = 1;
-  o.measure_membw = false;
+  const ModelBenchOptions o = quick_options(0, 2);
   ModelBenchResult r = bench_model(*model, pool, o);
   EXPECT_FALSE(r.pp.has_value());
   ASSERT_TRUE(r.tg.has_value());
