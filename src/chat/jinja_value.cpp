@@ -105,22 +105,16 @@ void drain() {
   }
 }
 
-struct ListDeleter {
-  void operator()(List* p) const {
+std::vector<List*>& pending(List*) { return t_pending_lists; }
+std::vector<Dict*>& pending(Dict*) { return t_pending_dicts; }
+
+// The shared_ptr deleter of lists and dicts: frees at once unless a free is already under way on
+// this thread, in which case the container joins the queue that free drains.
+template <class T>
+struct DeferredDeleter {
+  void operator()(T* p) const {
     if (t_freeing) {
-      t_pending_lists.push_back(p);
-      return;
-    }
-    t_freeing = true;
-    delete p;
-    drain();
-    t_freeing = false;
-  }
-};
-struct DictDeleter {
-  void operator()(Dict* p) const {
-    if (t_freeing) {
-      t_pending_dicts.push_back(p);
+      pending(p).push_back(p);
       return;
     }
     t_freeing = true;
@@ -177,7 +171,7 @@ void ContainerArena::release() {
 Value Value::make_list(List items) {
   Value v;
   v.kind = Kind::List;
-  v.list = std::shared_ptr<List>(new List(std::move(items)), ListDeleter{});
+  v.list = std::shared_ptr<List>(new List(std::move(items)), DeferredDeleter<List>{});
   if (t_arena != nullptr) {
     t_arena->lists.push_back(v.list);
     t_arena->maybe_compact();
@@ -188,7 +182,7 @@ Value Value::make_list(List items) {
 Value Value::make_dict(Dict d) {
   Value v;
   v.kind = Kind::Dict;
-  v.dict = std::shared_ptr<Dict>(new Dict(std::move(d)), DictDeleter{});
+  v.dict = std::shared_ptr<Dict>(new Dict(std::move(d)), DeferredDeleter<Dict>{});
   if (t_arena != nullptr) {
     t_arena->dicts.push_back(v.dict);
     t_arena->maybe_compact();
