@@ -264,11 +264,12 @@ ops::RopeOptions rope_options(const Model& m) {
 
 // The decoder layers over the n tokens whose embeddings are in x (the residual stream, updated in
 // place), shared by the single-sequence and the batched passes. Only where keys and values go and
-// how attention reads them differ: attend(layer, k, v, q, out) stores the layer's new keys and
-// values (rows of kv_dim) and writes attention's output for the queries q.
-template <class Attend>
+// how attention reads them differ: slot_of(layer, t) is where token t's key and value rows go (in
+// format kv_type), and attend(layer, q, out) writes attention's output for the queries q once the
+// layer's new rows are stored.
+template <class SlotOf, class Attend>
 void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::vector<float>& x,
-                ThreadPool& pool, const Attend& attend) {
+                ThreadPool& pool, ops::KvType kv_type, const SlotOf& slot_of, const Attend& attend) {
   const ModelConfig& c = m.config;
   const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim(), F = c.n_ff;
   std::vector<float> cur(static_cast<size_t>(n * E)), tmp(cur.size());
@@ -301,25 +302,34 @@ void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::ve
   };
   for (int32_t l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = m.layers[static_cast<size_t>(l)];
-    norm(L.attn_norm);
+    // The norm and the rounding of its output for the products in one pass (ops::rms_norm_rounded).
     const ops::MatmulPart qkv[] = {{&L.wq, q.data(), &L.bq}, {&L.wk, k.data(), &L.bk}, {&L.wv, v.data(), &L.bv}};
-    ops::matmul_group(qkv, cur.data(), n, pool);
-    ops::rope(q.data(), n, c.n_head, c.head_dim, angles);
-    ops::rope(k.data(), n, c.n_head_kv, c.head_dim, angles);
-    attend(l, k.data(), v.data(), q.data(), attn.data());
+    ops::matmul_group(qkv, ops::rms_norm_rounded(qkv, x.data(), L.attn_norm, c.norm_eps, n, cur.data(), pool),
+                      pool);
+    // RoPE of the queries; the keys rotated on their way into the cache, beside the values.
+    by_tokens([&](int64_t t0, int64_t t1) {
+      std::vector<float> scratch(static_cast<size_t>(KV));
+      ops::rope_tokens(q.data(), t0, t1, c.n_head, c.head_dim, angles);
+      for (int64_t t = t0; t < t1; ++t) {
+        const ops::KvSlot s = slot_of(l, t);
+        ops::rope_store_key(kv_type, k.data() + t * KV, t, c.n_head_kv, c.head_dim, angles, s.k,
+                            scratch);
+        ops::store_kv_row(kv_type, v.data() + t * KV, s.v, KV);
+      }
+    });
+    attend(l, q.data(), attn.data());
     ops::matmul(L.wo, attn.data(), n, tmp.data(), pool);
     add_tmp();
 
-    norm(L.ffn_norm);
     if (c.n_expert > 0) {
+      norm(L.ffn_norm);
       moe_ffn(m, L, cur.data(), n, tmp.data(), pool);
     } else {
       const ops::MatmulPart gate_up[] = {{&L.ffn_gate, gate.data(), nullptr}, {&L.ffn_up, up.data(), nullptr}};
-      ops::matmul_group(gate_up, cur.data(), n, pool);
-      by_tokens([&](int64_t t0, int64_t t1) {
-        ops::swiglu(gate.data() + t0 * F, up.data() + t0 * F, gate.data() + t0 * F, (t1 - t0) * F);
-      });
-      ops::matmul(L.ffn_down, gate.data(), n, tmp.data(), pool);
+      ops::matmul_group(
+          gate_up, ops::rms_norm_rounded(gate_up, x.data(), L.ffn_norm, c.norm_eps, n, cur.data(), pool), pool);
+      const ops::MatmulPart down[] = {{&L.ffn_down, tmp.data(), nullptr}};
+      ops::matmul_group(down, ops::swiglu_rounded(down, gate.data(), up.data(), n, gate.data(), pool), pool);
     }
     add_tmp();
   }
@@ -332,33 +342,33 @@ void run_decoder(const Model& m, std::span<const int32_t> tokens, int32_t pos0, 
   const ModelConfig& c = m.config;
   const int64_t n = static_cast<int64_t>(tokens.size());
   assert(n > 0 && pos0 == kv.size() && pos0 + n <= kv.capacity());
-  const int64_t E = c.n_embd, KV = c.kv_dim();
+  const int64_t E = c.n_embd;
   assert(static_cast<int64_t>(logits.size()) >= (all_logits ? n : 1) * c.n_vocab);
 
   std::vector<float> x(static_cast<size_t>(n * E));
   ops::embed(m.tok_embd, tokens, x.data());
   const ops::RopeTable angles = ops::rope_table(n, pos0, rope_options(m));
   const ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
-  run_layers(m, n, angles, x, pool,
-             [&](int32_t l, const float* k, const float* v, const float* q, float* out) {
-    for (int64_t t = 0; t < n; ++t) {
-      kv.store(l, static_cast<int32_t>(pos0 + t), k + t * KV, v + t * KV);
-    }
-    ops::attention(q, kv.rows(l), n, pos0, shape, out, pool);
-  });
+  run_layers(
+      m, n, angles, x, pool, kv.type(),
+      [&](int32_t l, int64_t t) { return kv.slot(l, static_cast<int32_t>(pos0 + t)); },
+      [&](int32_t l, const float* q, float* out) { ops::attention(q, kv.rows(l), n, pos0, shape, out, pool); });
   kv.grow_to(static_cast<int32_t>(pos0 + n));
 
   const int64_t first = all_logits ? 0 : n - 1;
   const int64_t rows = n - first;
   std::vector<float> cur(static_cast<size_t>(rows * E));
-  ops::rms_norm(x.data() + first * E, m.output_norm, c.norm_eps, rows, E, cur.data());
-  ops::matmul(m.output, cur.data(), rows, logits.data(), pool);
+  const ops::MatmulPart output[] = {{&m.output, logits.data(), nullptr}};
+  ops::matmul_group(
+      output,
+      ops::rms_norm_rounded(output, x.data() + first * E, m.output_norm, c.norm_eps, rows, cur.data(), pool),
+      pool);
 }
 
 void run_decoder_batch(const Model& m, std::span<const BatchSlice> batch, PagedKvCache& kv,
                        ThreadPool& pool, std::span<float> logits, std::span<float> hidden) {
   const ModelConfig& c = m.config;
-  const int64_t E = c.n_embd, KV = c.kv_dim();
+  const int64_t E = c.n_embd;
   int64_t n = 0, n_logits = 0, n_hidden = 0;
   for (const BatchSlice& s : batch) {
     const auto len = static_cast<int64_t>(s.tokens.size());
@@ -403,20 +413,25 @@ void run_decoder_batch(const Model& m, std::span<const BatchSlice> batch, PagedK
   ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
   const int32_t bs = kv.block_size();
 
-  run_layers(m, n, angles, x, pool,
-             [&](int32_t l, const float* k, const float* v, const float* q, float* out) {
-    for (size_t i = 0; i < batch.size(); ++i) {
-      const BatchSlice& s = batch[i];
-      for (int64_t t = 0; t < slices[i].n_tokens; ++t) {
-        const int64_t row = slices[i].first + t;
-        const int64_t pos = s.pos0 + t;
-        kv.store(l, s.blocks[static_cast<size_t>(pos / bs)], static_cast<int32_t>(pos % bs),
-                 k + row * KV, v + row * KV);
-      }
-      slices[i].kv = kv.rows(l, s.blocks);
+  // Each row's block and row within it.
+  std::vector<std::pair<int32_t, int32_t>> row_slot;
+  row_slot.reserve(static_cast<size_t>(n));
+  for (const BatchSlice& s : batch) {
+    for (int64_t t = 0; t < static_cast<int64_t>(s.tokens.size()); ++t) {
+      const int64_t pos = s.pos0 + t;
+      row_slot.emplace_back(s.blocks[static_cast<size_t>(pos / bs)], static_cast<int32_t>(pos % bs));
     }
-    ops::attention_paged(q, slices, shape, out, pool);
-  });
+  }
+  run_layers(
+      m, n, angles, x, pool, kv.type(),
+      [&](int32_t l, int64_t row) {
+        const auto [block, r] = row_slot[static_cast<size_t>(row)];
+        return kv.slot(l, block, r);
+      },
+      [&](int32_t l, const float* q, float* out) {
+        for (size_t i = 0; i < batch.size(); ++i) slices[i].kv = kv.rows(l, batch[i].blocks);
+        ops::attention_paged(q, slices, shape, out, pool);
+      });
 
   // Final norm of the rows asked for: the last of each slice that wants logits, then every row of
   // each slice that wants hidden states.
@@ -429,8 +444,11 @@ void run_decoder_batch(const Model& m, std::span<const BatchSlice> batch, PagedK
       std::copy_n(x.data() + row * E, E, last.data() + r * E);
       ++r;
     }
-    ops::rms_norm(last.data(), m.output_norm, c.norm_eps, n_logits, E, last.data());
-    ops::matmul(m.output, last.data(), n_logits, logits.data(), pool);
+    const ops::MatmulPart output[] = {{&m.output, logits.data(), nullptr}};
+    ops::matmul_group(
+        output,
+        ops::rms_norm_rounded(output, last.data(), m.output_norm, c.norm_eps, n_logits, last.data(), pool),
+        pool);
   }
   if (n_hidden > 0) {
     int64_t r = 0;

@@ -25,9 +25,14 @@ void KvCache::grow_to(int32_t n) {
 }
 
 void KvCache::store(int32_t layer, int32_t pos, const float* k, const float* v) {
+  const ops::KvSlot s = slot(layer, pos);
+  ops::store_kv_row(type_, k, s.k, kv_dim_);
+  ops::store_kv_row(type_, v, s.v, kv_dim_);
+}
+
+ops::KvSlot KvCache::slot(int32_t layer, int32_t pos) {
   assert(pos >= 0 && pos < n_ctx_);
-  ops::store_kv_row(type_, k, k_.data() + offset(layer, pos), kv_dim_);
-  ops::store_kv_row(type_, v, v_.data() + offset(layer, pos), kv_dim_);
+  return {k_.data() + offset(layer, pos), v_.data() + offset(layer, pos)};
 }
 
 ops::KvRows KvCache::rows(int32_t layer) const {

@@ -29,6 +29,8 @@ class KvCache {
 
   // Stores the key and value rows (kv_dim floats each) of `pos` in `layer`.
   void store(int32_t layer, int32_t pos, const float* k, const float* v);
+  // Where `pos` of `layer` goes, for the forward pass to write in the cache's format.
+  ops::KvSlot slot(int32_t layer, int32_t pos);
   // The rows of positions 0.. of a layer, for attention.
   ops::KvRows rows(int32_t layer) const;
   size_t bytes() const { return k_.size() + v_.size(); }

@@ -34,10 +34,15 @@ PagedKvCache::PagedKvCache(const ModelConfig& config, int32_t n_blocks, int32_t 
 }
 
 void PagedKvCache::store(int32_t layer, int32_t block, int32_t row, const float* k, const float* v) {
+  const ops::KvSlot s = slot(layer, block, row);
+  ops::store_kv_row(type_, k, s.k, kv_dim_);
+  ops::store_kv_row(type_, v, s.v, kv_dim_);
+}
+
+ops::KvSlot PagedKvCache::slot(int32_t layer, int32_t block, int32_t row) {
   assert(layer >= 0 && layer < n_layer_ && block >= 0 && block < n_blocks_ && row >= 0 &&
          row < block_size_);
-  ops::store_kv_row(type_, k, k_.data() + offset(layer, block, row), kv_dim_);
-  ops::store_kv_row(type_, v, v_.data() + offset(layer, block, row), kv_dim_);
+  return {k_.data() + offset(layer, block, row), v_.data() + offset(layer, block, row)};
 }
 
 ops::PagedKvRows PagedKvCache::rows(int32_t layer, std::span<const int32_t> blocks) const {

@@ -57,6 +57,8 @@ class PagedKvCache {
   // --- Storage -------------------------------------------------------------------------------
   // Stores the key and value rows (kv_dim floats each) of `row` in `block`, layer `layer`.
   void store(int32_t layer, int32_t block, int32_t row, const float* k, const float* v);
+  // Where `row` of `block` goes in `layer`, for the forward pass to write in the cache's format.
+  ops::KvSlot slot(int32_t layer, int32_t block, int32_t row);
   // A layer's rows as the sequence with this block table sees them, for ops::attention_paged.
   ops::PagedKvRows rows(int32_t layer, std::span<const int32_t> blocks) const;
 

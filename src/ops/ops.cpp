@@ -73,30 +73,57 @@ void check_matrix(const TensorView& w, const TensorView* bias) {
   if (bias != nullptr && !bias->empty()) require_f32_vector(*bias, w.ne[1], "bias");
 }
 
-// Each token's activations converted to a weight type's vec_dot_type once, rather than once per
-// output row; the conversion depends only on that token's floats, so the outputs do not depend on
-// the batch or the split. F32 weights read x as it is (the exact path).
-struct RoundedActivations {
-  GgmlType type = GgmlType::F32;
+// Checks the parts of a group (one input width) and lists the activation formats they need other
+// than F32, each once, sized for n_tokens.
+RoundedInput input_for(std::span<const MatmulPart> parts, const float* x, int64_t n_tokens) {
+  RoundedInput in;
+  in.x = x;
+  in.n_tokens = n_tokens;
+  if (parts.empty()) return in;
+  in.n_in = parts[0].w->ne[0];
+  for (const MatmulPart& p : parts) {
+    check_matrix(*p.w, p.bias);
+    if (p.w->ne[0] != in.n_in) {
+      fail<InvalidArgument>("matmul: tensors '{}' and '{}' take {} and {} inputs; a group shares its input",
+                            parts[0].w->name, p.w->name, in.n_in, p.w->ne[0]);
+    }
+    const GgmlType vt = kernels::vec_dot_type(p.w->type);
+    if (vt == GgmlType::F32) continue;
+    bool seen = false;
+    for (const RoundedInput::Format& f : in.formats) seen = seen || f.type == vt;
+    if (seen) continue;
+    RoundedInput::Format f;
+    f.type = vt;
+    f.stride = kernels::row_bytes(vt, in.n_in);
+    f.data.resize(f.stride * static_cast<size_t>(n_tokens));
+    in.formats.push_back(std::move(f));
+  }
+  return in;
+}
+
+// Token t of x (already normalized, or the caller's floats) rounded into every format of in.
+void round_token(RoundedInput& in, const float* xt, int64_t t) {
+  for (RoundedInput::Format& f : in.formats) {
+    kernels::quantize_activation(f.type, xt, f.data.data() + static_cast<size_t>(t) * f.stride, in.n_in);
+  }
+}
+
+// The rows a part's kernels read: x itself for F32 weights, else its rounded copy.
+struct PartInput {
   const uint8_t* data = nullptr;
   size_t stride = 0;
-  std::vector<uint8_t> scratch;  // [n_tokens, row_bytes(type, n_in)]
 };
 
-void round_activations(RoundedActivations& r, GgmlType vec_type, const float* x, int64_t n_tokens,
-                       int64_t n_in, ThreadPool& pool) {
-  r.type = vec_type;
-  r.data = reinterpret_cast<const uint8_t*>(x);
-  r.stride = static_cast<size_t>(n_in) * sizeof(float);
-  if (vec_type == GgmlType::F32) return;
-  r.stride = kernels::row_bytes(vec_type, n_in);
-  r.scratch.resize(r.stride * static_cast<size_t>(n_tokens));
-  pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      kernels::quantize_activation(vec_type, x + t * n_in, r.scratch.data() + static_cast<size_t>(t) * r.stride, n_in);
-    }
-  });
-  r.data = r.scratch.data();
+PartInput part_input(const RoundedInput& in, const TensorView& w) {
+  const GgmlType vt = kernels::vec_dot_type(w.type);
+  if (vt == GgmlType::F32) {
+    return {reinterpret_cast<const uint8_t*>(in.x), static_cast<size_t>(in.n_in) * sizeof(float)};
+  }
+  for (const RoundedInput::Format& f : in.formats) {
+    if (f.type == vt) return {f.data.data(), f.stride};
+  }
+  fail<InvalidArgument>("matmul: tensor '{}' needs its input rounded to {}, which this input lacks",
+                        w.name, type_name(vt));
 }
 
 // Output rows [r0, r1) of one product, on the calling thread. One token runs the multi-row kernel;
@@ -104,7 +131,7 @@ void round_activations(RoundedActivations& r, GgmlType vec_type, const float* x,
 // serves several tokens) over blocks of rows and tokens sized to stay in the L2 cache. Each output
 // element follows dot_row_q's operations exactly whatever the split or the tile it falls in
 // (DESIGN.md, invariant 2).
-void product_rows(const TensorView& w, const RoundedActivations& qx, int64_t n_tokens, const TensorView* bias,
+void product_rows(const TensorView& w, const PartInput& qx, int64_t n_tokens, const TensorView* bias,
                   float* out, int64_t r0, int64_t r1) {
   const int64_t n_in = w.ne[0];
   const int64_t n_out = w.ne[1];
@@ -147,32 +174,74 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* out, T
 }
 
 void matmul_group(std::span<const MatmulPart> parts, const float* x, int64_t n_tokens, ThreadPool& pool) {
+  matmul_group(parts, round_input(parts, x, n_tokens, pool), pool);
+}
+
+RoundedInput round_input(std::span<const MatmulPart> parts, const float* x, int64_t n_tokens, ThreadPool& pool) {
+  RoundedInput in = input_for(parts, x, n_tokens);
+  if (in.formats.empty()) return in;
+  auto run = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) round_token(in, x + t * in.n_in, t);
+  };
+  if (n_tokens == 1) {
+    run(0, 1);
+  } else {
+    pool.parallel_for(n_tokens, run);
+  }
+  return in;
+}
+
+RoundedInput rms_norm_rounded(std::span<const MatmulPart> parts, const float* x, const TensorView& weight,
+                              float eps, int64_t n_tokens, float* out, ThreadPool& pool) {
+  RoundedInput in = input_for(parts, out, n_tokens);
+  require_f32_vector(weight, in.n_in, "norm weight");
+  const int64_t width = in.n_in;
+  auto run = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      rms_norm(x + t * width, weight, eps, 1, width, out + t * width);
+      round_token(in, out + t * width, t);
+    }
+  };
+  // One token stays on the caller, where a parallel region costs more than the work.
+  if (n_tokens == 1) {
+    run(0, 1);
+  } else {
+    pool.parallel_for(n_tokens, run);
+  }
+  return in;
+}
+
+RoundedInput swiglu_rounded(std::span<const MatmulPart> parts, const float* gate, const float* up,
+                            int64_t n_tokens, float* out, ThreadPool& pool) {
+  RoundedInput in = input_for(parts, out, n_tokens);
+  const int64_t width = in.n_in;
+  auto run = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      swiglu(gate + t * width, up + t * width, out + t * width, width);
+      round_token(in, out + t * width, t);
+    }
+  };
+  if (n_tokens == 1) {
+    run(0, 1);
+  } else {
+    pool.parallel_for(n_tokens, run);
+  }
+  return in;
+}
+
+void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, ThreadPool& pool) {
   if (parts.empty()) return;
-  const int64_t n_in = parts[0].w->ne[0];
+  const int64_t n_tokens = in.n_tokens;
   int64_t total = 0;
+  std::vector<PartInput> of_part;
   for (const MatmulPart& p : parts) {
     check_matrix(*p.w, p.bias);
-    if (p.w->ne[0] != n_in) {
-      fail<InvalidArgument>("matmul: tensors '{}' and '{}' take {} and {} inputs; a group shares its input",
-                            parts[0].w->name, p.w->name, n_in, p.w->ne[0]);
+    if (p.w->ne[0] != in.n_in) {
+      fail<InvalidArgument>("matmul: tensor '{}' takes {} inputs; its input rows have {}", p.w->name,
+                            p.w->ne[0], in.n_in);
     }
     total += p.w->ne[1];
-  }
-  // One rounded copy of x per activation format the parts need (usually one).
-  std::vector<std::unique_ptr<RoundedActivations>> rounded;
-  std::vector<const RoundedActivations*> of_part;
-  for (const MatmulPart& p : parts) {
-    const GgmlType vt = kernels::vec_dot_type(p.w->type);
-    const RoundedActivations* found = nullptr;
-    for (const auto& r : rounded) {
-      if (r->type == vt) found = r.get();
-    }
-    if (found == nullptr) {
-      rounded.push_back(std::make_unique<RoundedActivations>());
-      round_activations(*rounded.back(), vt, x, n_tokens, n_in, pool);
-      found = rounded.back().get();
-    }
-    of_part.push_back(found);
+    of_part.push_back(part_input(in, *p.w));
   }
   // The parts' rows one after the other, split over the threads in whole row tiles (never the
   // reduced dimension); a thread's range may span the end of one part and the start of the next.
@@ -184,7 +253,7 @@ void matmul_group(std::span<const MatmulPart> parts, const float* x, int64_t n_t
           const int64_t n_out = parts[i].w->ne[1];
           const int64_t r0 = std::max(a, first) - first;
           const int64_t r1 = std::min(b, first + n_out) - first;
-          if (r0 < r1) product_rows(*parts[i].w, *of_part[i], n_tokens, parts[i].bias, parts[i].out, r0, r1);
+          if (r0 < r1) product_rows(*parts[i].w, of_part[i], n_tokens, parts[i].bias, parts[i].out, r0, r1);
           first += n_out;
         }
       },
@@ -240,28 +309,56 @@ RopeTable rope_table(int64_t n_tokens, int32_t pos0, const RopeOptions& o) {
   return table;
 }
 
-void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const RopeTable& table) {
-  if (table.n_rot > head_dim || n_tokens > table.n_tokens) {
-    fail<InvalidArgument>("rope: a table for {} dimensions of {} tokens cannot rotate {} tokens of "
-                          "heads of {}", table.n_rot, table.n_tokens, n_tokens, head_dim);
-  }
+namespace {
+
+// Token t's row of n_heads heads, rotated in place by row t of the table.
+void rope_row(float* row, int64_t t, int32_t n_heads, int32_t head_dim, const RopeTable& table) {
   const int32_t half = table.n_rot / 2;
   const bool adjacent = table.mode == RopeMode::Adjacent;
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    const float* cs = table.cos.data() + t * half;
-    const float* sn = table.sin.data() + t * half;
-    for (int32_t h = 0; h < n_heads; ++h) {
-      float* v = x + (t * n_heads + h) * head_dim;
-      for (int32_t i = 0; i < half; ++i) {
-        const int32_t a = adjacent ? 2 * i : i;
-        const int32_t b = adjacent ? 2 * i + 1 : i + half;
-        const float c = cs[i], s = sn[i];
-        const float x0 = v[a], x1 = v[b];
-        v[a] = x0 * c - x1 * s;
-        v[b] = x0 * s + x1 * c;
-      }
+  const float* cs = table.cos.data() + t * half;
+  const float* sn = table.sin.data() + t * half;
+  for (int32_t h = 0; h < n_heads; ++h) {
+    float* v = row + static_cast<int64_t>(h) * head_dim;
+    for (int32_t i = 0; i < half; ++i) {
+      const int32_t a = adjacent ? 2 * i : i;
+      const int32_t b = adjacent ? 2 * i + 1 : i + half;
+      const float c = cs[i], s = sn[i];
+      const float x0 = v[a], x1 = v[b];
+      v[a] = x0 * c - x1 * s;
+      v[b] = x0 * s + x1 * c;
     }
   }
+}
+
+void check_rope(int64_t t1, int32_t head_dim, const RopeTable& table) {
+  if (table.n_rot > head_dim || t1 > table.n_tokens) {
+    fail<InvalidArgument>("rope: a table for {} dimensions of {} tokens cannot rotate {} tokens of "
+                          "heads of {}", table.n_rot, table.n_tokens, t1, head_dim);
+  }
+}
+
+}  // namespace
+
+void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const RopeTable& table) {
+  rope_tokens(x, 0, n_tokens, n_heads, head_dim, table);
+}
+
+void rope_tokens(float* x, int64_t t0, int64_t t1, int32_t n_heads, int32_t head_dim, const RopeTable& table) {
+  check_rope(t1, head_dim, table);
+  const int64_t width = static_cast<int64_t>(n_heads) * head_dim;
+  for (int64_t t = t0; t < t1; ++t) rope_row(x + t * width, t, n_heads, head_dim, table);
+}
+
+void rope_store_key(KvType type, const float* k, int64_t t, int32_t n_heads, int32_t head_dim,
+                    const RopeTable& table, uint8_t* dst, std::span<float> scratch) {
+  check_rope(t + 1, head_dim, table);
+  const int64_t width = static_cast<int64_t>(n_heads) * head_dim;
+  if (static_cast<int64_t>(scratch.size()) < width) {
+    fail<InvalidArgument>("rope_store_key: {} floats of scratch for a key row of {}", scratch.size(), width);
+  }
+  std::copy_n(k, width, scratch.data());
+  rope_row(scratch.data(), t, n_heads, head_dim, table);
+  store_kv_row(type, scratch.data(), dst, width);
 }
 
 void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t pos0,

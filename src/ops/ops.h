@@ -47,6 +47,34 @@ struct MatmulPart {
 // over the threads together, so there is one hand-out and one wait instead of one per part.
 void matmul_group(std::span<const MatmulPart> parts, const float* x, int64_t n_tokens, ThreadPool& pool);
 
+// The activations of a group of products as their kernels read them: the floats x, and each token's
+// row rounded once to every activation format the parts' weights pair with (vec_dot_type).
+struct RoundedInput {
+  struct Format {
+    GgmlType type = GgmlType::F32;
+    size_t stride = 0;           // bytes per token
+    std::vector<uint8_t> data;   // [n_tokens, stride]
+  };
+  const float* x = nullptr;
+  int64_t n_tokens = 0;
+  int64_t n_in = 0;
+  std::vector<Format> formats;  // the parts' formats other than F32, each once
+};
+
+// x rounded for the parts (one parallel region over the tokens of a batch).
+RoundedInput round_input(std::span<const MatmulPart> parts, const float* x, int64_t n_tokens, ThreadPool& pool);
+// RMSNorm fused with the rounding of its output: out = rms_norm(x) as rms_norm computes it, and
+// each normalized row is rounded for the parts while it is still in the L1 cache (one pass over
+// the tokens instead of two, split over the pool by tokens). Then matmul_group(parts, result)
+// gives the bits of rms_norm followed by matmul_group(parts, out).
+RoundedInput rms_norm_rounded(std::span<const MatmulPart> parts, const float* x, const TensorView& weight,
+                              float eps, int64_t n_tokens, float* out, ThreadPool& pool);
+// SwiGLU fused the same way: out = swiglu(gate, up) for n_tokens rows of the parts' input width,
+// each row rounded for the parts (the feed-forward down projection) as soon as it is computed.
+RoundedInput swiglu_rounded(std::span<const MatmulPart> parts, const float* gate, const float* up,
+                            int64_t n_tokens, float* out, ThreadPool& pool);
+void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, ThreadPool& pool);
+
 // Looks up rows of an embedding table of any supported type: out[t] = dequantized row tokens[t].
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out);
 
@@ -72,6 +100,8 @@ RopeTable rope_table(int64_t n_tokens, int32_t pos0, const RopeOptions& options)
 
 // Rotates each of n_heads heads of head_dim in x [n_tokens, n_heads * head_dim] in place.
 void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, const RopeTable& table);
+// The same for tokens [t0, t1) only (rows t0 .. t1 - 1 of x and of the table): a batch split by tokens.
+void rope_tokens(float* x, int64_t t0, int64_t t1, int32_t n_heads, int32_t head_dim, const RopeTable& table);
 // The same, computing the table for positions pos0 ...
 void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t pos0,
           const RopeOptions& options);
@@ -96,6 +126,17 @@ KvType parse_kv_type(std::string_view name);
 size_t kv_row_bytes(KvType t, int64_t n);
 // Converts one row of n floats into the cache format.
 void store_kv_row(KvType t, const float* src, uint8_t* dst, int64_t n);
+// RoPE fused with the KV-cache write: token t's key row k (n_heads * head_dim floats, left as it is)
+// rotated by row t of the table into scratch (as many floats, stays in the L1 cache) and converted
+// into the cache format at dst; the bits of rope() followed by store_kv_row().
+void rope_store_key(KvType type, const float* k, int64_t t, int32_t n_heads, int32_t head_dim,
+                    const RopeTable& table, uint8_t* dst, std::span<float> scratch);
+
+// Where one position's key and value rows go in a cache (kv_row_bytes each).
+struct KvSlot {
+  uint8_t* k = nullptr;
+  uint8_t* v = nullptr;
+};
 
 struct AttentionShape {
   int32_t n_head = 0;

@@ -178,6 +178,64 @@ TEST(Ops, MatmulGroupGivesEachPartsBits) {
   EXPECT_THROW(ops::matmul_group(mixed, x.data(), 1, pool), InvalidArgument);
 }
 
+// The fused RMSNorm + rounding gives rms_norm's floats and, through matmul_group, the bits of the
+// norm followed by the group, for a batch split over threads and for one token.
+TEST(Ops, RmsNormRoundedEqualsNormThenGroup) {
+  const int64_t n_in = 256;
+  const GgmlType types[] = {GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F32};
+  const int64_t rows = 19;
+  std::vector<std::vector<uint8_t>> bytes(3);
+  std::vector<TensorView> ws(3);
+  for (int i = 0; i < 3; ++i) {
+    const auto wf = random_values(static_cast<size_t>(n_in * rows), 50 + static_cast<uint64_t>(i));
+    const size_t rb = kernels::row_bytes(types[i], n_in);
+    bytes[i].resize(rb * static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      kernels::quantize_row(types[i], wf.data() + r * n_in, bytes[i].data() + static_cast<size_t>(r) * rb, n_in);
+    }
+    ws[i].name = std::array{"gate", "up", "extra"}[static_cast<size_t>(i)];
+    ws[i].type = types[i];
+    ws[i].ne = {n_in, rows, 1, 1};
+    ws[i].n_dims = 2;
+    ws[i].data = bytes[i].data();
+  }
+  const auto g = random_values(static_cast<size_t>(n_in), 60, 2.0);
+  const TensorView norm_w = f32_view(g, {n_in, 1, 1, 1});
+  for (int64_t n : {1, 9}) {
+    const auto x = random_values(static_cast<size_t>(n_in * n), 61 + static_cast<uint64_t>(n), 4.0);
+    std::vector<float> normed(x.size());
+    ops::rms_norm(x.data(), norm_w, 1e-5f, n, n_in, normed.data());
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      std::vector<std::vector<float>> want(3, std::vector<float>(static_cast<size_t>(n * rows)));
+      std::vector<std::vector<float>> got = want;
+      std::vector<ops::MatmulPart> want_parts, got_parts;
+      for (size_t i = 0; i < 3; ++i) {
+        want_parts.push_back({&ws[i], want[i].data(), nullptr});
+        got_parts.push_back({&ws[i], got[i].data(), nullptr});
+      }
+      ops::matmul_group(want_parts, normed.data(), n, pool);
+      std::vector<float> out(x.size(), -1.0f);
+      const ops::RoundedInput in = ops::rms_norm_rounded(got_parts, x.data(), norm_w, 1e-5f, n, out.data(), pool);
+      EXPECT_EQ(2u, in.formats.size());  // Q8_0 and Q8_K; F32 reads the floats
+      ASSERT_EQ(0, std::memcmp(normed.data(), out.data(), out.size() * sizeof(float)));
+      ops::matmul_group(got_parts, in, pool);
+      for (size_t i = 0; i < 3; ++i) {
+        ASSERT_EQ(0, std::memcmp(want[i].data(), got[i].data(), want[i].size() * sizeof(float)))
+            << "part " << i << " tokens " << n << " threads " << threads;
+      }
+    }
+  }
+  // An input rounded for other parts lacks the format a Q4_0 part needs.
+  ThreadPool pool(1);
+  std::vector<float> o(static_cast<size_t>(rows)), normed(static_cast<size_t>(n_in));
+  const auto x = random_values(static_cast<size_t>(n_in), 70);
+  const ops::MatmulPart f32_only[] = {{&ws[2], o.data(), nullptr}};
+  const ops::RoundedInput in = ops::rms_norm_rounded(f32_only, x.data(), norm_w, 1e-5f, 1, normed.data(), pool);
+  const ops::MatmulPart q8[] = {{&ws[0], o.data(), nullptr}};
+  EXPECT_THROW(ops::matmul_group(q8, in, pool), InvalidArgument);
+}
+
 // Rotating pairs by pos * base^(-2i/n_rot): adjacent pairs for llama, halves for NEOX.
 TEST(Ops, RopeAdjacentAndNeoxRotateTheRightPairs) {
   const int32_t head_dim = 8, n_heads = 2, pos0 = 5;
@@ -202,6 +260,77 @@ TEST(Ops, RopeAdjacentAndNeoxRotateTheRightPairs) {
         }
       }
     }
+  }
+}
+
+// SwiGLU fused with the rounding for the down projection: swiglu's floats, and the bits of swiglu
+// followed by the product.
+TEST(Ops, SwigluRoundedEqualsSwigluThenMatmul) {
+  const int64_t width = 288, rows = 21;  // nine Q8_0 blocks per row
+  const auto wf = random_values(static_cast<size_t>(width * rows), 90);
+  const size_t rb = kernels::row_bytes(GgmlType::Q8_0, width);
+  std::vector<uint8_t> bytes(rb * static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    kernels::quantize_row(GgmlType::Q8_0, wf.data() + r * width, bytes.data() + static_cast<size_t>(r) * rb, width);
+  }
+  TensorView w;
+  w.name = "ffn_down";
+  w.type = GgmlType::Q8_0;
+  w.ne = {width, rows, 1, 1};
+  w.n_dims = 2;
+  w.data = bytes.data();
+  for (int64_t n : {1, 6}) {
+    const auto gate = random_values(static_cast<size_t>(width * n), 91 + static_cast<uint64_t>(n), 5.0);
+    const auto up = random_values(static_cast<size_t>(width * n), 93 + static_cast<uint64_t>(n), 2.0);
+    std::vector<float> act(gate.size());
+    ops::swiglu(gate.data(), up.data(), act.data(), width * n);
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size());
+      ops::matmul(w, act.data(), n, want.data(), pool);
+      auto out = gate;  // in place, as the forward pass runs it
+      const ops::MatmulPart down[] = {{&w, got.data(), nullptr}};
+      ops::matmul_group(down, ops::swiglu_rounded(down, out.data(), up.data(), n, out.data(), pool), pool);
+      ASSERT_EQ(0, std::memcmp(act.data(), out.data(), act.size() * sizeof(float)));
+      ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
+          << "tokens " << n << " threads " << threads;
+    }
+  }
+}
+
+// RoPE fused with the cache write stores the bytes of rope() then store_kv_row(), for every cache
+// format and both pair layouts, and leaves the key floats as they were.
+TEST(Ops, RopeStoreKeyEqualsRopeThenStore) {
+  const int32_t head_dim = 64, n_heads = 2;
+  const int64_t width = head_dim * n_heads, n = 3;
+  const auto k = random_values(static_cast<size_t>(width * n), 80, 3.0);
+  for (ops::RopeMode mode : {ops::RopeMode::Adjacent, ops::RopeMode::Neox}) {
+    ops::RopeOptions o;
+    o.mode = mode;
+    o.n_rot = 32;  // partial rotation: the rest of each head passes through
+    const ops::RopeTable table = ops::rope_table(n, 11, o);
+    auto rotated = k;
+    ops::rope(rotated.data(), n, n_heads, head_dim, table);
+    for (ops::KvType type : {ops::KvType::F32, ops::KvType::F16, ops::KvType::Q8_0}) {
+      const size_t rb = ops::kv_row_bytes(type, width);
+      std::vector<uint8_t> want(rb * n), got(rb * n, 0xAB);
+      std::vector<float> scratch(static_cast<size_t>(width));
+      auto keys = k;
+      for (int64_t t = 0; t < n; ++t) {
+        ops::store_kv_row(type, rotated.data() + t * width, want.data() + rb * static_cast<size_t>(t), width);
+        ops::rope_store_key(type, keys.data() + t * width, t, n_heads, head_dim, table,
+                            got.data() + rb * static_cast<size_t>(t), scratch);
+      }
+      EXPECT_EQ(want, got) << ops::kv_type_name(type);
+      EXPECT_EQ(k, keys);
+    }
+    std::vector<float> small(static_cast<size_t>(width - 1));
+    std::vector<uint8_t> dst(ops::kv_row_bytes(ops::KvType::F32, width));
+    EXPECT_THROW(ops::rope_store_key(ops::KvType::F32, k.data(), 0, n_heads, head_dim, table, dst.data(), small),
+                 InvalidArgument);
+    std::vector<float> scratch(static_cast<size_t>(width));
+    EXPECT_THROW(ops::rope_store_key(ops::KvType::F32, k.data(), n, n_heads, head_dim, table, dst.data(), scratch),
+                 InvalidArgument);
   }
 }
 
