@@ -25,8 +25,9 @@ struct RepackSummary {
 bool repack_enabled();
 
 // Repacks `model`'s matrices (every layer's attention and feed-forward matrices, and the output
-// matrix unless it is the tied embedding) whose type has a packed layout. Updates the views, keeps
-// the new buffer alive through model.storage, and records the summary in the model.
+// matrix, tied to the token embedding or not) whose type has a packed layout. Updates the views (a
+// tied embedding's too), keeps the new buffer alive through model.storage, and records the summary
+// in the model.
 void repack_weights(Model& model);
 
 }  // namespace sq

@@ -114,13 +114,16 @@ INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::ValuesIn(invarian
 // of the logits; rows of 17 blocks give each row a full group and a partial one.
 TEST(ModelRepack, RepackedWeightsGiveTheMappedLayoutsBits) {
   TempDir dir;
-  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q8_0}) {
+  const std::pair<GgmlType, bool> cases[] = {
+      {GgmlType::Q4_0, false}, {GgmlType::Q8_0, false}, {GgmlType::Q4_0, true}, {GgmlType::Q8_0, true}};
+  for (auto [t, tied] : cases) {
     SynthSpec spec;
     spec.n_embd = 544;
     spec.n_ff = 256;
     spec.n_vocab = 96;
     spec.type = t;
-    const std::string path = dir.file(type_name(t) + ".gguf");
+    spec.tied_output = tied;
+    const std::string path = dir.file(type_name(t) + (tied ? "-tied" : "") + ".gguf");
     synth_model(spec).write(path);
     ::setenv("SQUEEZE_REPACK", "0", 1);
     auto mapped = load_model(path);
@@ -135,8 +138,17 @@ TEST(ModelRepack, RepackedWeightsGiveTheMappedLayoutsBits) {
     }
     EXPECT_EQ(packed->layers[0].wq.type, *kernels::packed_type(t));
     EXPECT_EQ(packed->layers[0].wq.n_bytes(), mapped->layers[0].wq.n_bytes());
-    // 7 matrices per layer, plus the output matrix (not tied here).
+    // 7 matrices per layer, plus the output matrix; when it is tied, the embedding lookup reads
+    // the packed copy too.
     EXPECT_EQ(packed->repacked.tensors, 7 * static_cast<int32_t>(packed->layers.size()) + 1);
+    EXPECT_EQ(packed->output_tied, tied);
+    EXPECT_EQ(packed->output.type, *kernels::packed_type(t));
+    if (tied) {
+      EXPECT_EQ(packed->tok_embd.type, packed->output.type);
+      EXPECT_EQ(packed->tok_embd.data, packed->output.data);
+    } else {
+      EXPECT_EQ(packed->tok_embd.type, mapped->tok_embd.type);
+    }
     auto ids = test_tokens(19, mapped->config.n_vocab);
     for (int threads : {1, 2}) {
       const auto a = run_batched(*mapped, ids, threads);
