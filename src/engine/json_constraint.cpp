@@ -34,7 +34,7 @@ namespace sq {
 
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // a schema's properties keep their order
 
 // Bounds that make every generation terminate and keep the output compact.
 // Open values at once. Above kMaxSchemaDepth, so that only recursion and free-form JSON reach it.
@@ -519,13 +519,10 @@ class SchemaCompiler {
         props.push_back({name, extra >= 0 ? extra : g_.any, true});
       }
     }
-    // The order properties come out in. nlohmann::json keeps object keys sorted, so the order of
-    // "properties" in the request is lost; "required" is an array and keeps it, and the order of
-    // fields matters to a model (a "reasoning" field before the "answer"). So: required properties
-    // in the order of "required", then the optional ones in key order. Any order validates.
-    std::stable_sort(props.begin(), props.end(), [&](const Prop& x, const Prop& y) {
-      return required_rank(s, x) < required_rank(s, y);
-    });
+    // Properties come out in the schema's order (the declared ones as "properties" lists them,
+    // then those only "required" names, in its order): the order of fields matters to a model (a
+    // "reasoning" field before the "answer"), and clients expect the one they wrote. Any order
+    // validates.
     if (props.size() > kMaxProperties) {
       fail<InvalidArgument>("{}.properties: {} properties; squeeze supports at most {} per object",
                             path, props.size(), kMaxProperties);
@@ -535,15 +532,6 @@ class SchemaCompiler {
     n.extra = extra;
     n.free_keys = n.props.empty() && extra != -2;
     return idx;
-  }
-
-  static size_t required_rank(const json& s, const Prop& p) {
-    if (!p.required) return std::numeric_limits<size_t>::max();
-    const json& r = s["required"];
-    for (size_t i = 0; i < r.size(); ++i) {
-      if (r[i] == p.name) return i;
-    }
-    return std::numeric_limits<size_t>::max();
   }
 
   int32_t compile_array(const json& s, const std::string& path) {
@@ -1917,7 +1905,7 @@ std::shared_ptr<const Vocab> vocab_for(const Tokenizer& tokenizer) {
 }  // namespace
 
 std::function<std::unique_ptr<TokenConstraint>()> make_json_constraint_factory(
-    const Tokenizer& tokenizer, const nlohmann::json& schema) {
+    const Tokenizer& tokenizer, const nlohmann::ordered_json& schema) {
   auto shared = std::make_shared<Shared>();
   SchemaCompiler(schema, shared->grammar).compile_root();
   shared->vocab = vocab_for(tokenizer);
@@ -1927,7 +1915,7 @@ std::function<std::unique_ptr<TokenConstraint>()> make_json_constraint_factory(
   };
 }
 
-std::vector<JsonPrefixCheck> check_json_prefixes(const nlohmann::json& schema,
+std::vector<JsonPrefixCheck> check_json_prefixes(const nlohmann::ordered_json& schema,
                                                  const std::vector<std::string>& texts) {
   Grammar g;
   SchemaCompiler(schema, g).compile_root();
@@ -1959,7 +1947,7 @@ std::vector<JsonPrefixCheck> check_json_prefixes(const nlohmann::json& schema,
   return results;
 }
 
-JsonPrefixCheck check_json_prefix(const nlohmann::json& schema, const std::string& text) {
+JsonPrefixCheck check_json_prefix(const nlohmann::ordered_json& schema, const std::string& text) {
   return check_json_prefixes(schema, {text})[0];
 }
 

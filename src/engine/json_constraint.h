@@ -30,7 +30,7 @@ class Tokenizer;
 // called from any thread. Each call returns a fresh constraint for one generated choice (cheap: a
 // few allocations, no work per vocabulary entry).
 std::function<std::unique_ptr<TokenConstraint>()> make_json_constraint_factory(
-    const Tokenizer& tokenizer, const nlohmann::json& schema);
+    const Tokenizer& tokenizer, const nlohmann::ordered_json& schema);
 
 // The same automaton on plain text, without a tokenizer (tests, diagnostics): whether `text` is a
 // prefix that the constraint for `schema` would let through, and whether it is complete. Throws as
@@ -40,9 +40,9 @@ struct JsonPrefixCheck {
   bool complete = false;      // the text is a whole value the schema accepts
   size_t accepted = 0;        // bytes accepted before the first refused one
 };
-JsonPrefixCheck check_json_prefix(const nlohmann::json& schema, const std::string& text);
+JsonPrefixCheck check_json_prefix(const nlohmann::ordered_json& schema, const std::string& text);
 // The same for many texts, compiling the schema once.
-std::vector<JsonPrefixCheck> check_json_prefixes(const nlohmann::json& schema,
+std::vector<JsonPrefixCheck> check_json_prefixes(const nlohmann::ordered_json& schema,
                                                  const std::vector<std::string>& texts);
 
 }  // namespace sq

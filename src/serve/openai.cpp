@@ -11,6 +11,9 @@
 namespace sq::serve {
 
 using nlohmann::json;
+// Requests keep the client's key order (a schema's properties come out in its order); responses
+// are built as plain json.
+using ojson = nlohmann::ordered_json;
 
 void bad_param(const std::string& param, const std::string& message, const std::string& code) {
   throw ApiError(400, "invalid_request_error", param, code, message);
@@ -23,12 +26,12 @@ json error_json(const ApiError& error) {
   return json{{"error", std::move(e)}};
 }
 
-json parse_body(std::string_view body) {
-  json value;
+ojson parse_body(std::string_view body) {
+  ojson value;
   // Nesting is bounded while parsing: code that walks a value recursively (copies, the chat
   // template's conversion, error messages) must not meet a body of a million brackets.
-  const json::parser_callback_t depth_check = [](int depth, json::parse_event_t event, json&) {
-    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+  const ojson::parser_callback_t depth_check = [](int depth, ojson::parse_event_t event, ojson&) {
+    if ((event == ojson::parse_event_t::object_start || event == ojson::parse_event_t::array_start) &&
         depth >= kMaxJsonDepth) {
       throw ApiError(400, "invalid_request_error", "", "invalid_json",
                      fmt::format("the request body nests deeper than {} levels", kMaxJsonDepth));
@@ -36,8 +39,8 @@ json parse_body(std::string_view body) {
     return true;
   };
   try {
-    value = json::parse(body.begin(), body.end(), depth_check);
-  } catch (const json::parse_error& e) {
+    value = ojson::parse(body.begin(), body.end(), depth_check);
+  } catch (const ojson::parse_error& e) {
     // The parser's message carries the byte position, which is what a client needs to find it.
     throw ApiError(400, "invalid_request_error", "", "invalid_json",
                    fmt::format("the request body is not valid JSON: {}", e.what()));
@@ -52,19 +55,19 @@ json parse_body(std::string_view body) {
 namespace {
 
 // The field, or nullptr when it is absent or null.
-const json* field(const json& body, const char* name) {
+const ojson* field(const ojson& body, const char* name) {
   auto it = body.find(name);
   if (it == body.end() || it->is_null()) return nullptr;
   return &*it;
 }
 
-std::string describe(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+std::string describe(const ojson& v) {
+  std::string s = v.dump(-1, ' ', false, ojson::error_handler_t::replace);
   if (s.size() > 60) s = s.substr(0, 57) + "...";
   return fmt::format("{} ({})", s, v.type_name());
 }
 
-int64_t integer(const json& v, const std::string& param, int64_t lo, int64_t hi) {
+int64_t integer(const ojson& v, const std::string& param, int64_t lo, int64_t hi) {
   int64_t x = 0;
   if (v.is_number_integer()) {
     if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi)) {
@@ -84,7 +87,7 @@ int64_t integer(const json& v, const std::string& param, int64_t lo, int64_t hi)
   return x;
 }
 
-double number(const json& v, const std::string& param, double lo, double hi) {
+double number(const ojson& v, const std::string& param, double lo, double hi) {
   if (!v.is_number()) {
     bad_param(param, fmt::format("{} is {}, expected a number in [{}, {}]", param, describe(v), lo, hi),
               "invalid_type");
@@ -96,25 +99,25 @@ double number(const json& v, const std::string& param, double lo, double hi) {
   return x;
 }
 
-bool boolean(const json& v, const std::string& param) {
+bool boolean(const ojson& v, const std::string& param) {
   if (!v.is_boolean()) {
     bad_param(param, fmt::format("{} is {}, expected true or false", param, describe(v)), "invalid_type");
   }
   return v.get<bool>();
 }
 
-const std::string& string(const json& v, const std::string& param) {
+const std::string& string(const ojson& v, const std::string& param) {
   if (!v.is_string()) {
     bad_param(param, fmt::format("{} is {}, expected a string", param, describe(v)), "invalid_type");
   }
   return v.get_ref<const std::string&>();
 }
 
-std::vector<int32_t> token_ids(const json& arr, const std::string& param, const ModelLimits& limits) {
+std::vector<int32_t> token_ids(const ojson& arr, const std::string& param, const ModelLimits& limits) {
   std::vector<int32_t> ids;
   ids.reserve(arr.size());
   for (size_t i = 0; i < arr.size(); ++i) {
-    const json& t = arr[i];
+    const ojson& t = arr[i];
     const std::string p = fmt::format("{}[{}]", param, i);
     if (!t.is_number_integer()) {
       bad_param(p, fmt::format("{} is {}, expected a token id", p, describe(t)), "invalid_type");
@@ -126,15 +129,15 @@ std::vector<int32_t> token_ids(const json& arr, const std::string& param, const 
 
 // A prompt or an embedding input: a string, an array of strings, an array of token ids, or an
 // array of arrays of token ids.
-std::vector<PromptInput> prompt_inputs(const json& v, const std::string& param, const ModelLimits& limits,
+std::vector<PromptInput> prompt_inputs(const ojson& v, const std::string& param, const ModelLimits& limits,
                                        size_t max_inputs) {
   std::vector<PromptInput> out;
-  auto text = [&](const json& s, const std::string& p) {
+  auto text = [&](const ojson& s, const std::string& p) {
     PromptInput in;
     in.text = string(s, p);
     out.push_back(std::move(in));
   };
-  auto tokens = [&](const json& a, const std::string& p) {
+  auto tokens = [&](const ojson& a, const std::string& p) {
     PromptInput in;
     in.is_tokens = true;
     in.tokens = token_ids(a, p, limits);
@@ -170,7 +173,7 @@ std::vector<PromptInput> prompt_inputs(const json& v, const std::string& param, 
 }
 
 // The fields chat and completions share. `chat` selects the endpoint's own logprobs shape.
-GenerationParams generation_params(const json& body, const ModelLimits& limits, bool chat) {
+GenerationParams generation_params(const ojson& body, const ModelLimits& limits, bool chat) {
   GenerationParams p;
   SamplingParams& s = p.sampling;
   // OpenAI's defaults: no truncation, temperature 1; presence and frequency over the completion.
@@ -181,38 +184,38 @@ GenerationParams generation_params(const json& body, const ModelLimits& limits, 
   s.repeat_penalty = 1.0f;
   s.repeat_last_n = -1;
 
-  if (const json* v = field(body, "model")) p.model = string(*v, "model");
-  if (const json* v = field(body, "n")) p.n = static_cast<int32_t>(integer(*v, "n", 1, kMaxChoices));
-  if (const json* v = field(body, "best_of")) {
+  if (const ojson* v = field(body, "model")) p.model = string(*v, "model");
+  if (const ojson* v = field(body, "n")) p.n = static_cast<int32_t>(integer(*v, "n", 1, kMaxChoices));
+  if (const ojson* v = field(body, "best_of")) {
     const int64_t b = integer(*v, "best_of", 1, kMaxChoices);
     if (b != p.n) bad_param("best_of", fmt::format("best_of is {}, only best_of = n ({}) is supported", b, p.n));
   }
   const int64_t max_budget = std::max<int64_t>(limits.n_ctx, 1);
-  if (const json* v = field(body, "max_tokens")) {
+  if (const ojson* v = field(body, "max_tokens")) {
     p.max_tokens = static_cast<int32_t>(integer(*v, "max_tokens", 1, max_budget));
   }
-  if (const json* v = field(body, "max_completion_tokens")) {
+  if (const ojson* v = field(body, "max_completion_tokens")) {
     p.max_tokens = static_cast<int32_t>(integer(*v, "max_completion_tokens", 1, max_budget));
   }
-  if (const json* v = field(body, "temperature")) {
+  if (const ojson* v = field(body, "temperature")) {
     s.temperature = static_cast<float>(number(*v, "temperature", 0.0, 2.0));
   }
-  if (const json* v = field(body, "top_p")) s.top_p = static_cast<float>(number(*v, "top_p", 0.0, 1.0));
-  if (const json* v = field(body, "top_k")) {
+  if (const ojson* v = field(body, "top_p")) s.top_p = static_cast<float>(number(*v, "top_p", 0.0, 1.0));
+  if (const ojson* v = field(body, "top_k")) {
     s.top_k = static_cast<int32_t>(integer(*v, "top_k", 0, std::numeric_limits<int32_t>::max()));
   }
-  if (const json* v = field(body, "min_p")) s.min_p = static_cast<float>(number(*v, "min_p", 0.0, 1.0));
-  if (const json* v = field(body, "repeat_penalty")) {
+  if (const ojson* v = field(body, "min_p")) s.min_p = static_cast<float>(number(*v, "min_p", 0.0, 1.0));
+  if (const ojson* v = field(body, "repeat_penalty")) {
     s.repeat_penalty = static_cast<float>(number(*v, "repeat_penalty", 0.0, 100.0));
     if (s.repeat_penalty <= 0.0f) bad_param("repeat_penalty", "repeat_penalty is 0, expected a value > 0 (1 disables it)");
   }
-  if (const json* v = field(body, "presence_penalty")) {
+  if (const ojson* v = field(body, "presence_penalty")) {
     s.presence_penalty = static_cast<float>(number(*v, "presence_penalty", -2.0, 2.0));
   }
-  if (const json* v = field(body, "frequency_penalty")) {
+  if (const ojson* v = field(body, "frequency_penalty")) {
     s.frequency_penalty = static_cast<float>(number(*v, "frequency_penalty", -2.0, 2.0));
   }
-  if (const json* v = field(body, "seed")) {
+  if (const ojson* v = field(body, "seed")) {
     // Any 64-bit integer: negative seeds name the same bits as their unsigned counterpart.
     if (v->is_number_unsigned()) {
       s.seed = v->get<uint64_t>();
@@ -222,7 +225,7 @@ GenerationParams generation_params(const json& body, const ModelLimits& limits, 
     }
     p.seeded = true;
   }
-  if (const json* v = field(body, "logit_bias")) {
+  if (const ojson* v = field(body, "logit_bias")) {
     if (!v->is_object()) {
       bad_param("logit_bias", fmt::format("logit_bias is {}, expected an object mapping token ids to biases",
                                           describe(*v)), "invalid_type");
@@ -245,8 +248,8 @@ GenerationParams generation_params(const json& body, const ModelLimits& limits, 
       s.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(number(bias, param, -100.0, 100.0)));
     }
   }
-  if (const json* v = field(body, "stop")) {
-    auto add = [&](const json& x, const std::string& param) {
+  if (const ojson* v = field(body, "stop")) {
+    auto add = [&](const ojson& x, const std::string& param) {
       const std::string& t = string(x, param);
       if (t.empty()) bad_param(param, fmt::format("{} is an empty string, expected a non-empty stop string", param));
       p.stop.push_back(t);
@@ -265,15 +268,15 @@ GenerationParams generation_params(const json& body, const ModelLimits& limits, 
   }
   if (chat) {
     bool want = false;
-    if (const json* v = field(body, "logprobs")) want = boolean(*v, "logprobs");
-    if (const json* v = field(body, "top_logprobs")) {
+    if (const ojson* v = field(body, "logprobs")) want = boolean(*v, "logprobs");
+    if (const ojson* v = field(body, "top_logprobs")) {
       const auto k = static_cast<int32_t>(integer(*v, "top_logprobs", 0, kMaxChatTopLogprobs));
       if (!want) bad_param("top_logprobs", "top_logprobs needs logprobs set to true");
       p.logprobs = k;
     } else if (want) {
       p.logprobs = 0;
     }
-  } else if (const json* v = field(body, "logprobs")) {
+  } else if (const ojson* v = field(body, "logprobs")) {
     if (v->is_boolean()) {
       bad_param("logprobs", fmt::format("logprobs is {}, expected an integer in [0, {}] (the completions "
                                         "endpoint takes the number of alternatives)",
@@ -281,21 +284,21 @@ GenerationParams generation_params(const json& body, const ModelLimits& limits, 
     }
     p.logprobs = static_cast<int32_t>(integer(*v, "logprobs", 0, kMaxCompletionLogprobs));
   }
-  if (const json* v = field(body, "stream")) p.stream = boolean(*v, "stream");
-  if (const json* v = field(body, "stream_options")) {
+  if (const ojson* v = field(body, "stream")) p.stream = boolean(*v, "stream");
+  if (const ojson* v = field(body, "stream_options")) {
     if (!v->is_object()) {
       bad_param("stream_options", fmt::format("stream_options is {}, expected an object", describe(*v)),
                 "invalid_type");
     }
     if (!p.stream) bad_param("stream_options", "stream_options is only allowed when stream is true");
-    if (const json* u = field(*v, "include_usage")) p.include_usage = boolean(*u, "stream_options.include_usage");
+    if (const ojson* u = field(*v, "include_usage")) p.include_usage = boolean(*u, "stream_options.include_usage");
   }
-  if (const json* v = field(body, "response_format")) {
+  if (const ojson* v = field(body, "response_format")) {
     if (!v->is_object()) {
       bad_param("response_format", fmt::format("response_format is {}, expected an object", describe(*v)),
                 "invalid_type");
     }
-    const json* type = field(*v, "type");
+    const ojson* type = field(*v, "type");
     if (type == nullptr) bad_param("response_format.type", "response_format has no type");
     const std::string& t = string(*type, "response_format.type");
     if (t == "text") {
@@ -304,12 +307,12 @@ GenerationParams generation_params(const json& body, const ModelLimits& limits, 
       p.format = ResponseFormat::JsonObject;
     } else if (t == "json_schema") {
       p.format = ResponseFormat::JsonSchema;
-      const json* js = field(*v, "json_schema");
+      const ojson* js = field(*v, "json_schema");
       if (js == nullptr || !js->is_object()) {
         bad_param("response_format.json_schema", "response_format of type json_schema needs a json_schema object");
       }
-      if (const json* name = field(*js, "name")) string(*name, "response_format.json_schema.name");
-      if (const json* schema = field(*js, "schema")) {
+      if (const ojson* name = field(*js, "name")) string(*name, "response_format.json_schema.name");
+      if (const ojson* schema = field(*js, "schema")) {
         if (!schema->is_object() && !schema->is_boolean()) {
           bad_param("response_format.json_schema.schema",
                     fmt::format("response_format.json_schema.schema is {}, expected a JSON Schema object",
@@ -324,24 +327,24 @@ GenerationParams generation_params(const json& body, const ModelLimits& limits, 
                 fmt::format("response_format.type is \"{}\", expected text, json_object or json_schema", t));
     }
   }
-  if (const json* v = field(body, "user")) p.user = string(*v, "user");
-  if (const json* v = field(body, "tools"); v != nullptr && !(v->is_array() && v->empty())) {
+  if (const ojson* v = field(body, "user")) p.user = string(*v, "user");
+  if (const ojson* v = field(body, "tools"); v != nullptr && !(v->is_array() && v->empty())) {
     bad_param("tools", "tool calling is not supported yet", "unsupported_parameter");
   }
-  if (const json* v = field(body, "functions"); v != nullptr && !(v->is_array() && v->empty())) {
+  if (const ojson* v = field(body, "functions"); v != nullptr && !(v->is_array() && v->empty())) {
     bad_param("functions", "function calling is not supported yet", "unsupported_parameter");
   }
   return p;
 }
 
-json normalise_message(const json& m, size_t i) {
+ojson normalise_message(const ojson& m, size_t i) {
   const std::string where = fmt::format("messages[{}]", i);
   if (!m.is_object()) {
     bad_param(where, fmt::format("{} is {}, expected an object with role and content", where, describe(m)),
               "invalid_type");
   }
-  json out = m;
-  const json* role = field(m, "role");
+  ojson out = m;
+  const ojson* role = field(m, "role");
   if (role == nullptr) bad_param(where + ".role", fmt::format("{} has no role", where));
   std::string r = string(*role, where + ".role");
   if (r == "developer") r = "system";  // OpenAI's newer name; templates know only "system"
@@ -350,7 +353,7 @@ json normalise_message(const json& m, size_t i) {
               fmt::format("{}.role is \"{}\", expected system, developer, user, assistant or tool", where, r));
   }
   out["role"] = r;
-  const json* content = field(m, "content");
+  const ojson* content = field(m, "content");
   if (content == nullptr) {
     if (r != "assistant") bad_param(where + ".content", fmt::format("{} ({}) has no content", where, r));
     out["content"] = "";
@@ -359,9 +362,9 @@ json normalise_message(const json& m, size_t i) {
   } else if (content->is_array()) {
     std::string joined;
     for (size_t k = 0; k < content->size(); ++k) {
-      const json& part = (*content)[k];
+      const ojson& part = (*content)[k];
       const std::string pw = fmt::format("{}.content[{}]", where, k);
-      const json* type = part.is_object() ? field(part, "type") : nullptr;
+      const ojson* type = part.is_object() ? field(part, "type") : nullptr;
       if (type == nullptr || !type->is_string()) {
         bad_param(pw, fmt::format("{} is {}, expected a content part {{\"type\": \"text\", \"text\": ...}}", pw,
                                   describe(part)), "invalid_type");
@@ -370,7 +373,7 @@ json normalise_message(const json& m, size_t i) {
         bad_param(pw + ".type", fmt::format("{}.type is \"{}\", only text parts are supported", pw,
                                             type->get<std::string>()), "unsupported_content");
       }
-      const json* text = field(part, "text");
+      const ojson* text = field(part, "text");
       if (text == nullptr) bad_param(pw + ".text", fmt::format("{} has no text", pw));
       if (k > 0) joined += '\n';
       joined += string(*text, pw + ".text");
@@ -386,30 +389,30 @@ json normalise_message(const json& m, size_t i) {
 
 }  // namespace
 
-ChatRequest parse_chat_request(const json& body, const ModelLimits& limits) {
+ChatRequest parse_chat_request(const ojson& body, const ModelLimits& limits) {
   ChatRequest r;
   r.params = generation_params(body, limits, /*chat=*/true);
-  const json* messages = field(body, "messages");
+  const ojson* messages = field(body, "messages");
   if (messages == nullptr) bad_param("messages", "messages is missing", "missing_required_parameter");
   if (!messages->is_array() || messages->empty()) {
     bad_param("messages", fmt::format("messages is {}, expected a non-empty array of messages", describe(*messages)),
               messages->is_array() ? "invalid_value" : "invalid_type");
   }
-  r.messages = json::array();
+  r.messages = ojson::array();
   for (size_t i = 0; i < messages->size(); ++i) r.messages.push_back(normalise_message((*messages)[i], i));
   return r;
 }
 
-CompletionRequest parse_completion_request(const json& body, const ModelLimits& limits) {
+CompletionRequest parse_completion_request(const ojson& body, const ModelLimits& limits) {
   CompletionRequest r;
   r.params = generation_params(body, limits, /*chat=*/false);
-  if (const json* v = field(body, "echo"); v != nullptr && boolean(*v, "echo")) {
+  if (const ojson* v = field(body, "echo"); v != nullptr && boolean(*v, "echo")) {
     bad_param("echo", "echo is not supported", "unsupported_parameter");
   }
-  if (const json* v = field(body, "suffix"); v != nullptr && !string(*v, "suffix").empty()) {
+  if (const ojson* v = field(body, "suffix"); v != nullptr && !string(*v, "suffix").empty()) {
     bad_param("suffix", "suffix (fill-in-the-middle) is not supported", "unsupported_parameter");
   }
-  const json* prompt = field(body, "prompt");
+  const ojson* prompt = field(body, "prompt");
   if (prompt == nullptr) bad_param("prompt", "prompt is missing", "missing_required_parameter");
   r.prompts = prompt_inputs(*prompt, "prompt", limits, kMaxPrompts);
   if (r.prompts.size() * static_cast<size_t>(r.params.n) > kMaxPrompts) {
@@ -419,11 +422,11 @@ CompletionRequest parse_completion_request(const json& body, const ModelLimits& 
   return r;
 }
 
-EmbeddingRequest parse_embedding_request(const json& body, const ModelLimits& limits) {
+EmbeddingRequest parse_embedding_request(const ojson& body, const ModelLimits& limits) {
   EmbeddingRequest r;
-  if (const json* v = field(body, "model")) r.model = string(*v, "model");
-  if (const json* v = field(body, "user")) r.user = string(*v, "user");
-  if (const json* v = field(body, "encoding_format")) {
+  if (const ojson* v = field(body, "model")) r.model = string(*v, "model");
+  if (const ojson* v = field(body, "user")) r.user = string(*v, "user");
+  if (const ojson* v = field(body, "encoding_format")) {
     const std::string& f = string(*v, "encoding_format");
     if (f == "base64") {
       r.base64 = true;
@@ -431,12 +434,12 @@ EmbeddingRequest parse_embedding_request(const json& body, const ModelLimits& li
       bad_param("encoding_format", fmt::format("encoding_format is \"{}\", expected float or base64", f));
     }
   }
-  if (const json* v = field(body, "dimensions")) {
+  if (const ojson* v = field(body, "dimensions")) {
     integer(*v, "dimensions", 1, std::numeric_limits<int32_t>::max());
     bad_param("dimensions", "dimensions is not supported: the embedding has the model's width",
               "unsupported_parameter");
   }
-  const json* input = field(body, "input");
+  const ojson* input = field(body, "input");
   if (input == nullptr) bad_param("input", "input is missing", "missing_required_parameter");
   r.inputs = prompt_inputs(*input, "input", limits, kMaxEmbeddingInputs);
   for (size_t i = 0; i < r.inputs.size(); ++i) {

@@ -47,7 +47,7 @@ nlohmann::json error_json(const ApiError& error);
 // The body as JSON, which must be an object. Throws ApiError 400 for malformed JSON (with the
 // parser's position), invalid UTF-8, nesting deeper than kMaxJsonDepth, or a value that is not an
 // object.
-nlohmann::json parse_body(std::string_view body);
+nlohmann::ordered_json parse_body(std::string_view body);
 
 // What the parser needs to know about the model to check a request before any work.
 struct ModelLimits {
@@ -69,7 +69,7 @@ struct GenerationParams {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   ResponseFormat format = ResponseFormat::Text;
-  nlohmann::json schema;      // JsonSchema: the schema (null for json_object)
+  nlohmann::ordered_json schema;  // JsonSchema: the schema, keys in the client's order (null for json_object)
   std::string user;
 };
 
@@ -87,7 +87,7 @@ struct ChatRequest {
   GenerationParams params;
   // The conversation with every content normalised to a string (text parts joined by "\n"), ready
   // for the chat template.
-  nlohmann::json messages;
+  nlohmann::ordered_json messages;
 };
 
 // One prompt: text to tokenize, or token ids given by the client.
@@ -110,9 +110,9 @@ struct EmbeddingRequest {
 };
 
 // Each throws ApiError 400 naming the parameter that is wrong (type, range, unknown value).
-ChatRequest parse_chat_request(const nlohmann::json& body, const ModelLimits& limits);
-CompletionRequest parse_completion_request(const nlohmann::json& body, const ModelLimits& limits);
-EmbeddingRequest parse_embedding_request(const nlohmann::json& body, const ModelLimits& limits);
+ChatRequest parse_chat_request(const nlohmann::ordered_json& body, const ModelLimits& limits);
+CompletionRequest parse_completion_request(const nlohmann::ordered_json& body, const ModelLimits& limits);
+EmbeddingRequest parse_embedding_request(const nlohmann::ordered_json& body, const ModelLimits& limits);
 
 // Standard base64 (RFC 4648, with padding).
 std::string base64_encode(std::string_view bytes);

@@ -72,7 +72,7 @@ EngineBackend::~EngineBackend() {
   scheduler_.reset();
 }
 
-std::vector<int32_t> EngineBackend::tokenize_chat(const nlohmann::json& messages) const {
+std::vector<int32_t> EngineBackend::tokenize_chat(const nlohmann::ordered_json& messages) const {
   ChatRenderOptions o;
   o.add_generation_prompt = true;
   o.bos_token = bos_text_;
@@ -91,7 +91,7 @@ std::string EngineBackend::token_bytes(int32_t token) const {
 }
 
 std::function<std::unique_ptr<TokenConstraint>()> EngineBackend::json_constraint(
-    const nlohmann::json& schema) const {
+    const nlohmann::ordered_json& schema) const {
   return make_json_constraint_factory(engine_->require_tokenizer(), schema);
 }
 

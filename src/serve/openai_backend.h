@@ -43,10 +43,10 @@ class EngineBackend final : public Backend {
   ~EngineBackend() override;
 
   ModelInfo model_info() const override { return info_; }
-  std::vector<int32_t> tokenize_chat(const nlohmann::json& messages) const override;
+  std::vector<int32_t> tokenize_chat(const nlohmann::ordered_json& messages) const override;
   std::vector<int32_t> tokenize_text(std::string_view text) const override;
   std::string token_bytes(int32_t token) const override;
-  std::function<std::unique_ptr<TokenConstraint>()> json_constraint(const nlohmann::json& schema) const override;
+  std::function<std::unique_ptr<TokenConstraint>()> json_constraint(const nlohmann::ordered_json& schema) const override;
   std::shared_ptr<RequestHandle> submit(GenerateRequest request) override;
   std::shared_ptr<RequestHandle> submit_embedding(std::vector<int32_t> tokens) override;
   SchedulerMetrics metrics() const override;

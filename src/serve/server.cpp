@@ -841,7 +841,7 @@ void Server::Impl::handle_generation(const std::string& raw, httplib::Response& 
   auto backend = ready_backend();
   const ModelInfo info = backend->model_info();
   const ModelLimits limits{info.n_vocab, info.n_ctx};
-  const json body = parse_body(raw);
+  const nlohmann::ordered_json body = parse_body(raw);
   if (options.log_prompts && t_conn) {
     if (const auto it = body.find(chat ? "messages" : "prompt"); it != body.end()) {
       t_conn->record.prompt = dump_json(*it).substr(0, size_t{64} << 10);
@@ -865,7 +865,7 @@ void Server::Impl::handle_generation(const std::string& raw, httplib::Response& 
     params = std::move(r.params);
     check_model(*backend, params.model);
     size_t bytes = 0;
-    for (const json& m : r.messages) bytes += m["content"].get_ref<const std::string&>().size();
+    for (const auto& m : r.messages) bytes += m["content"].get_ref<const std::string&>().size();
     check_text_size(bytes, "messages");
     try {
       prompts.push_back(backend->tokenize_chat(r.messages));
@@ -911,7 +911,7 @@ void Server::Impl::handle_generation(const std::string& raw, httplib::Response& 
   std::function<std::unique_ptr<TokenConstraint>()> constraint;
   if (params.format != ResponseFormat::Text) {
     try {
-      constraint = backend->json_constraint(params.format == ResponseFormat::JsonSchema ? params.schema : json());
+      constraint = backend->json_constraint(params.format == ResponseFormat::JsonSchema ? params.schema : nlohmann::ordered_json());
     } catch (const Error& e) {
       bad_param(params.format == ResponseFormat::JsonSchema ? "response_format.json_schema.schema" : "response_format",
                 e.what(), "unsupported_schema");
@@ -1112,7 +1112,7 @@ void Server::Impl::handle_generation(const std::string& raw, httplib::Response& 
 void Server::Impl::handle_embeddings(const std::string& raw, httplib::Response& res) {
   auto backend = ready_backend();
   const ModelInfo info = backend->model_info();
-  const json body = parse_body(raw);
+  const nlohmann::ordered_json body = parse_body(raw);
   if (options.log_prompts && t_conn) {
     if (const auto it = body.find("input"); it != body.end()) {
       t_conn->record.prompt = dump_json(*it).substr(0, size_t{64} << 10);

@@ -46,7 +46,7 @@ class Backend {
   virtual ModelInfo model_info() const = 0;
   // The prompt of a chat: the messages (contents already strings) rendered by the chat template
   // and tokenized. Throws InvalidArgument when the template refuses them (raise_exception).
-  virtual std::vector<int32_t> tokenize_chat(const nlohmann::json& messages) const = 0;
+  virtual std::vector<int32_t> tokenize_chat(const nlohmann::ordered_json& messages) const = 0;
   // A completion prompt or an embedding input given as text.
   virtual std::vector<int32_t> tokenize_text(std::string_view text) const = 0;
   // A token's bytes (for the alternatives of logprobs, which carry only ids).
@@ -54,7 +54,7 @@ class Backend {
   // Structured output: a factory of constraints for a JSON Schema (null: any JSON object). Throws
   // UnsupportedError / InvalidArgument for a schema it cannot enforce.
   virtual std::function<std::unique_ptr<TokenConstraint>()> json_constraint(
-      const nlohmann::json& schema) const = 0;
+      const nlohmann::ordered_json& schema) const = 0;
   // As Scheduler::submit / submit_embedding (QueueFull, InvalidArgument).
   virtual std::shared_ptr<RequestHandle> submit(GenerateRequest request) = 0;
   virtual std::shared_ptr<RequestHandle> submit_embedding(std::vector<int32_t> tokens) = 0;

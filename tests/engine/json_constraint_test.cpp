@@ -206,7 +206,7 @@ TEST_F(JsonConstraintVocab, RandomWalksParseAndValidate) {
   std::vector<Case> cases;
   int unfinished = 0;
   for (size_t si = 0; si < schemas().size(); ++si) {
-    const json schema = json::parse(schemas()[si]);
+    const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(schemas()[si]);
     for (const Tokenizer* tok : {small_.get(), large_.get()}) {
       const bool large = tok == large_.get();
       auto factory = make_json_constraint_factory(*tok, schema);
@@ -243,7 +243,7 @@ TEST_F(JsonConstraintVocab, RandomWalksParseAndValidate) {
   }
   // Sampler + constraint: random logits each step, the constraint bans, the sampler draws.
   for (size_t si : {0u, 1u, 4u, 6u, 8u, 12u}) {
-    const json schema = json::parse(schemas()[si]);
+    const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(schemas()[si]);
     auto factory = make_json_constraint_factory(*small_, schema);
     for (uint64_t seed = 1; seed <= 4; ++seed) {
       SamplingParams p;
@@ -412,7 +412,8 @@ TEST(JsonConstraint, UnsupportedAndInvalidSchemasNameThePath) {
 }
 
 JsonPrefixCheck check(const std::string& schema, const std::string& text) {
-  return check_json_prefix(schema == "null" ? json(nullptr) : json::parse(schema), text);
+  return check_json_prefix(schema == "null" ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json::parse(schema),
+                           text);
 }
 
 void expect_complete(const std::string& schema, const std::string& text) {
@@ -515,22 +516,24 @@ TEST(JsonConstraint, NumbersAreBounded) {
 }
 
 TEST(JsonConstraint, ObjectsEmitDeclaredPropertiesInOrder) {
-  // Required properties in the order of "required" (the order of "properties" is lost: nlohmann
-  // keeps keys sorted), then optional ones in key order; optional ones may be skipped.
+  // Properties in the order "properties" lists them (not sorted, not the order of "required");
+  // optional ones may be skipped, required ones may not.
   const std::string order =
-      R"({"type":"object","properties":{"answer":{"type":"integer"},"reasoning":{"type":"string"},"note":{"type":"string"}},"required":["reasoning","answer"]})";
+      R"({"type":"object","properties":{"reasoning":{"type":"string"},"answer":{"type":"integer"},"note":{"type":"string"}},"required":["answer","reasoning"]})";
   expect_complete(order, R"({"reasoning":"x","answer":1})");
   expect_complete(order, R"({"reasoning":"x","answer":1,"note":""})");
   expect_refused(order, R"({"answer":1)", 2);
-  const std::string s = schemas()[15];
+  expect_refused(order, R"({"reasoning":"x","note")", 18);
+  const std::string s = schemas()[15];  // a, b, c, d; only c required
   expect_complete(s, R"({"c":true})");
-  expect_complete(s, R"({"c":false,"a":1,"b":"xy","d":null})");
-  expect_complete(s, R"({"c":true, "b":"x"})");
-  expect_refused(s, R"({"c":true,"b":"x","a":1})", 19);
+  expect_complete(s, R"({"a":1,"b":"xy","c":false,"d":null})");
+  expect_complete(s, R"({"b":"x", "c":true})");
+  expect_refused(s, R"({"c":true,"b":"x"})", 11);
+  expect_refused(s, R"({"b":"x","a":1})", 10);
   expect_refused(s, R"({})", 1);
-  expect_refused(s, R"({"a":1})", 2);
+  expect_refused(s, R"({"a":1})", 6);
   expect_refused(s, R"({"e":1})", 2);
-  expect_refused(s, R"({"c":true,"b":"abcd")", 18);
+  expect_refused(s, R"({"b":"abcd")", 9);
 }
 
 TEST(JsonConstraint, ArraysEnumsAnyOfAndRefs) {
@@ -581,7 +584,7 @@ TEST_F(JsonConstraintVocab, MaskEqualsTheByteLevelAutomaton) {
   };
   for (const Tokenizer* tok : {small_.get(), large_.get()}) {
     for (const auto& [si, prefix] : states) {
-      const json schema = json::parse(schemas()[si]);
+      const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(schemas()[si]);
       SCOPED_TRACE("schema " + std::to_string(si) + " after " + prefix);
       auto c = make_json_constraint_factory(*tok, schema)();
       for (int32_t id : tok->encode_continuation(prefix)) c->accept(id);

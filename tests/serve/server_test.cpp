@@ -85,7 +85,7 @@ class FakeBackend : public Backend {
     m.max_token_bytes = max_token_bytes;
     return m;
   }
-  std::vector<int32_t> tokenize_chat(const json& messages) const override {
+  std::vector<int32_t> tokenize_chat(const nlohmann::ordered_json& messages) const override {
     std::string text;
     for (const auto& m : messages) {
       if (m["content"] == "refuse") fail<InvalidArgument>("the template refuses this conversation");
@@ -102,7 +102,7 @@ class FakeBackend : public Backend {
   std::string token_bytes(int32_t token) const override {
     return token >= 3 ? std::string(1, static_cast<char>(token - 3)) : std::string();
   }
-  std::function<std::unique_ptr<TokenConstraint>()> json_constraint(const json& schema) const override {
+  std::function<std::unique_ptr<TokenConstraint>()> json_constraint(const nlohmann::ordered_json& schema) const override {
     if (schema.is_object() && schema.contains("x-unsupported")) fail<InvalidArgument>("schema: unsupported keyword");
     last_schema = schema;
     return [] { return std::unique_ptr<TokenConstraint>(); };
@@ -204,7 +204,7 @@ class FakeBackend : public Backend {
   std::mutex mutex_;
   std::vector<GenerateRequest> requests;
   std::vector<std::shared_ptr<FakeHandle>> handles;
-  mutable json last_schema;
+  mutable nlohmann::ordered_json last_schema;
 
  private:
   std::vector<std::thread> threads_;
@@ -589,6 +589,15 @@ TEST_F(ServerTest, ResponseFormatBuildsAConstraint) {
   expect_error(post("/v1/chat/completions", body, 400), "invalid_request_error", "response_format.json_schema.schema");
   body["response_format"] = {{"type", "yaml"}};
   expect_error(post("/v1/chat/completions", body, 400), "invalid_request_error", "response_format.type");
+  // The schema reaches the constraint with its keys in the client's order, not sorted.
+  post_raw("/v1/chat/completions",
+           R"({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema",
+               "json_schema": {"name": "x", "schema": {"type": "object", "properties":
+               {"zeta": {"type": "string"}, "alpha": {"type": "integer"}, "mid": {"type": "boolean"}}}}}})",
+           200);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : backend_->last_schema["properties"].items()) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{"zeta", "alpha", "mid"}));
 }
 
 TEST_F(ServerTest, BadParametersAre400NamingTheParameter) {
