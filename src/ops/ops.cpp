@@ -101,6 +101,17 @@ RoundedInput input_for(std::span<const MatmulPart> parts, const float* x, int64_
   return in;
 }
 
+// fn(t0, t1) over the tokens of a batch split over the pool; one token stays on the caller, where a
+// parallel region costs more than the work.
+template <class Fn>
+void by_tokens(int64_t n_tokens, Fn& fn, ThreadPool& pool) {
+  if (n_tokens == 1) {
+    fn(0, 1);
+  } else {
+    pool.parallel_for(n_tokens, fn);
+  }
+}
+
 // Token t of x (already normalized, or the caller's floats) rounded into every format of in.
 void round_token(RoundedInput& in, const float* xt, int64_t t) {
   for (RoundedInput::Format& f : in.formats) {
@@ -183,11 +194,7 @@ RoundedInput round_input(std::span<const MatmulPart> parts, const float* x, int6
   auto run = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) round_token(in, x + t * in.n_in, t);
   };
-  if (n_tokens == 1) {
-    run(0, 1);
-  } else {
-    pool.parallel_for(n_tokens, run);
-  }
+  by_tokens(n_tokens, run, pool);
   return in;
 }
 
@@ -202,12 +209,7 @@ RoundedInput rms_norm_rounded(std::span<const MatmulPart> parts, const float* x,
       round_token(in, out + t * width, t);
     }
   };
-  // One token stays on the caller, where a parallel region costs more than the work.
-  if (n_tokens == 1) {
-    run(0, 1);
-  } else {
-    pool.parallel_for(n_tokens, run);
-  }
+  by_tokens(n_tokens, run, pool);
   return in;
 }
 
@@ -221,11 +223,7 @@ RoundedInput swiglu_rounded(std::span<const MatmulPart> parts, const float* gate
       round_token(in, out + t * width, t);
     }
   };
-  if (n_tokens == 1) {
-    run(0, 1);
-  } else {
-    pool.parallel_for(n_tokens, run);
-  }
+  by_tokens(n_tokens, run, pool);
   return in;
 }
 
