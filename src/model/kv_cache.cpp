@@ -8,7 +8,6 @@ namespace sq {
 
 KvCache::KvCache(const ModelConfig& config, int32_t n_ctx, ops::KvType type)
     : n_ctx_(n_ctx),
-      kv_dim_(config.kv_dim()),
       type_(type),
       row_bytes_(ops::kv_row_bytes(type, config.kv_dim())),
       k_(static_cast<size_t>(config.n_layer) * static_cast<size_t>(n_ctx) * row_bytes_),
@@ -22,12 +21,6 @@ void KvCache::truncate(int32_t n) {
 void KvCache::grow_to(int32_t n) {
   assert(n >= size_ && n <= n_ctx_);
   size_ = n;
-}
-
-void KvCache::store(int32_t layer, int32_t pos, const float* k, const float* v) {
-  const ops::KvSlot s = slot(layer, pos);
-  ops::store_kv_row(type_, k, s.k, kv_dim_);
-  ops::store_kv_row(type_, v, s.v, kv_dim_);
 }
 
 ops::KvSlot KvCache::slot(int32_t layer, int32_t pos) {

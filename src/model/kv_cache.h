@@ -27,8 +27,6 @@ class KvCache {
   // Marks positions [size(), n) as filled; the forward pass stores them first.
   void grow_to(int32_t n);
 
-  // Stores the key and value rows (kv_dim floats each) of `pos` in `layer`.
-  void store(int32_t layer, int32_t pos, const float* k, const float* v);
   // Where `pos` of `layer` goes, for the forward pass to write in the cache's format.
   ops::KvSlot slot(int32_t layer, int32_t pos);
   // The rows of positions 0.. of a layer, for attention.
@@ -41,7 +39,6 @@ class KvCache {
            row_bytes_;
   }
   int32_t n_ctx_;
-  int32_t kv_dim_;
   ops::KvType type_;
   size_t row_bytes_;
   int32_t size_ = 0;
