@@ -8,12 +8,9 @@
 //   StreamRead/<threads>            the plain read loop over a 1 GiB buffer
 //
 //   build/simd/squeeze_bench --benchmark_filter='Stream' --benchmark_repetitions=3
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <random>
-#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +18,7 @@
 #include <benchmark/benchmark.h>
 
 #include "base/membw.h"
+#include "base/mmap.h"
 #include "base/thread_pool.h"
 #include "kernels/quant.h"
 #include "kernels/types.h"
@@ -34,25 +32,6 @@ struct Matrix {
   size_t row_bytes = 0;
   uint8_t* data = nullptr;
   size_t bytes() const { return row_bytes * static_cast<size_t>(rows); }
-};
-
-// The stack's memory, one mapping with huge pages advised, as the repacked model's.
-class Arena {
- public:
-  explicit Arena(size_t bytes) : bytes_(bytes) {
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    ::madvise(p, bytes, MADV_HUGEPAGE);
-    data_ = static_cast<uint8_t*>(p);
-  }
-  ~Arena() { ::munmap(data_, bytes_); }
-  Arena(const Arena&) = delete;
-  Arena& operator=(const Arena&) = delete;
-  uint8_t* data() const { return data_; }
-
- private:
-  size_t bytes_;
-  uint8_t* data_;
 };
 
 // One TinyLlama-1.1B layer's shapes (rows x cols).
@@ -100,7 +79,12 @@ std::vector<Matrix> layer_stack(GgmlType t, uint8_t* arena) {
 
 void bm_stream_matvec(benchmark::State& state, GgmlType t) {
   const int threads = static_cast<int>(state.range(0));
-  const Arena arena(stack_bytes(t));
+  // One mapping with huge pages advised, as the repacked model's.
+  const sq::AnonymousMemory arena(stack_bytes(t));
+  if (arena.data() == nullptr) {
+    state.SkipWithError("cannot allocate the layer stack");
+    return;
+  }
   const auto stack = layer_stack(t, arena.data());
   const GgmlType vt = sq::kernels::vec_dot_type(t);
   std::vector<float> xf(5632, 0.5f);

@@ -1,13 +1,12 @@
 #include "base/membw.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 
 #include "base/error.h"
+#include "base/mmap.h"
 #include "base/thread_pool.h"
 
 #if defined(__x86_64__)
@@ -17,28 +16,6 @@
 namespace sq {
 
 namespace {
-
-// An anonymous private mapping: page-aligned, zero-filled lazily, returned to the system at once.
-class Buffer {
- public:
-  explicit Buffer(size_t bytes) : bytes_(bytes) {
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-      fail<IoError>("membw: cannot allocate a buffer of {} MiB; try a smaller one", bytes >> 20);
-    }
-    // Huge pages, where the kernel allows them, keep TLB misses out of the measurement.
-    ::madvise(p, bytes, MADV_HUGEPAGE);
-    data_ = static_cast<uint8_t*>(p);
-  }
-  ~Buffer() { ::munmap(data_, bytes_); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  uint8_t* data() const { return data_; }
-
- private:
-  size_t bytes_;
-  uint8_t* data_ = nullptr;
-};
 
 // Both loops keep several independent accumulators so that the adds never limit the loads; bytes
 // is a multiple of 128.
@@ -92,7 +69,11 @@ MemBwResult measure_memory_bandwidth(ThreadPool& pool, const MemBwOptions& optio
   size_t per_thread = options.buffer_bytes / static_cast<size_t>(threads) / kUnit * kUnit;
   per_thread = std::max(per_thread, kUnit);
   const size_t total = per_thread * static_cast<size_t>(threads);
-  Buffer buffer(total);
+  // Huge pages, where the kernel allows them, keep TLB misses out of the measurement.
+  const AnonymousMemory buffer(total);
+  if (buffer.data() == nullptr) {
+    fail<IoError>("membw: cannot allocate a buffer of {} MiB; try a smaller one", total >> 20);
+  }
 
   const bool avx2 = have_avx2();
   auto read_part = [&](int64_t t) {

@@ -71,6 +71,18 @@ void MappedFile::release() {
   size_ = 0;
 }
 
+AnonymousMemory::AnonymousMemory(size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return;
+  ::madvise(p, bytes, MADV_HUGEPAGE);
+  data_ = static_cast<uint8_t*>(p);
+  size_ = bytes;
+}
+
+AnonymousMemory::~AnonymousMemory() {
+  if (data_ != nullptr) ::munmap(data_, size_);
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {

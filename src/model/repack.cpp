@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/mmap.h"
 #include "kernels/isa.h"
 #include "kernels/repack.h"
 #include "model/model.h"
@@ -21,12 +22,9 @@ namespace {
 
 // Anonymous memory for the packed matrices, unmapped with the model.
 struct PackedStorage {
+  explicit PackedStorage(size_t bytes) : memory(bytes) {}
   std::shared_ptr<const void> original;  // the mapping the other views still point into
-  void* base = MAP_FAILED;
-  size_t size = 0;
-  ~PackedStorage() {
-    if (base != MAP_FAILED) ::munmap(base, size);
-  }
+  AnonymousMemory memory;
 };
 
 // Gives the pages wholly inside [p, p + n) of the file mapping back to the kernel.
@@ -68,16 +66,13 @@ void repack_weights(Model& model) {
     offset.push_back(total);
     total += (t->n_bytes() + 63) / 64 * 64;
   }
-  auto storage = std::make_shared<PackedStorage>();
+  auto storage = std::make_shared<PackedStorage>(total);
   storage->original = model.storage;
-  storage->size = total;
-  storage->base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (storage->base == MAP_FAILED) {
+  if (storage->memory.data() == nullptr) {
     fail<IoError>("{}: cannot allocate {} MiB to repack the weights: {} (SQUEEZE_REPACK=0 runs from the "
                   "file mapping instead)", model.path, total >> 20, std::strerror(errno));
   }
-  ::madvise(storage->base, total, MADV_HUGEPAGE);
-  auto* base = static_cast<uint8_t*>(storage->base);
+  uint8_t* base = storage->memory.data();
 
   // Rows are independent: each matrix is shared out over a few threads by rows, and its mapped
   // pages are released as soon as it is packed, so that resident memory peaks at the model plus
