@@ -86,13 +86,16 @@ void bm_tile(benchmark::State& state, GgmlType t, Isa isa, int64_t rows, int64_t
   const auto& k = sq::kernels::table(isa).weight[sq::kernels::weight_index(t)];
   const size_t rb = sq::kernels::row_bytes(t, cols);
   const size_t xb = sq::kernels::row_bytes(sq::kernels::vec_dot_type(t), cols);
-  // The blocking ops::matmul uses: 64 rows by 64 tokens at a time.
-  constexpr int64_t kRowBlock = 64;
+  // The blocking ops::matmul uses (product_rows in src/ops/ops.cpp): tokens 64 at a time; rows in
+  // blocks of about 256 KiB when there is more than one token block, else all in one call.
   constexpr int64_t kTokenBlock = 64;
+  const int64_t row_block =
+      tokens <= kTokenBlock ? rows
+                            : std::max<int64_t>(16, static_cast<int64_t>(256 * 1024 / rb) / 16 * 16);
   for (auto _ : state) {
-    for (int64_t r = 0; r < rows; r += kRowBlock) {
+    for (int64_t r = 0; r < rows; r += row_block) {
       for (int64_t tb = 0; tb < tokens; tb += kTokenBlock) {
-        k.dot_tile(w.data() + rb * static_cast<size_t>(r), rb, std::min(kRowBlock, rows - r),
+        k.dot_tile(w.data() + rb * static_cast<size_t>(r), rb, std::min(row_block, rows - r),
                    x.data() + xb * static_cast<size_t>(tb), xb, std::min(kTokenBlock, tokens - tb),
                    cols, out.data() + tb * rows + r, rows);
       }

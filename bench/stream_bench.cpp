@@ -5,6 +5,8 @@
 // the kernel's streaming rate can be read as a fraction of the machine's in the same run (this is
 // how the one-token kernels were found to stream faster one row at a time than in row tiles):
 //   StreamMatvec/<type>/<threads>   bytes_per_second = weight bytes streamed
+//   StreamTile/<type>/<threads>     the tiled kernel against the 8 tokens of a server's step of
+//                                   eight generating sequences; "GOPS" counts 2 * weights * 8
 //   StreamRead/<threads>            the plain read loop over a 1 GiB buffer
 //
 //   build/simd/squeeze_bench --benchmark_filter='Stream' --benchmark_repetitions=3
@@ -111,6 +113,51 @@ void bm_stream_matvec(benchmark::State& state, GgmlType t) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes));
 }
 
+void bm_stream_tile(benchmark::State& state, GgmlType t) {
+  constexpr int64_t kTokens = 8;
+  const int threads = static_cast<int>(state.range(0));
+  const sq::AnonymousMemory arena(stack_bytes(t));
+  if (arena.data() == nullptr) {
+    state.SkipWithError("cannot allocate the layer stack");
+    return;
+  }
+  const auto stack = layer_stack(t, arena.data());
+  const GgmlType vt = sq::kernels::vec_dot_type(t);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> xf(5632);
+  const size_t s2048 = sq::kernels::row_bytes(vt, 2048), s5632 = sq::kernels::row_bytes(vt, 5632);
+  std::vector<uint8_t> x2048(s2048 * kTokens), x5632(s5632 * kTokens);
+  for (int64_t i = 0; i < kTokens; ++i) {
+    for (auto& v : xf) v = g(rng);
+    sq::kernels::quantize_activation(vt, xf.data(), x2048.data() + s2048 * static_cast<size_t>(i), 2048);
+    sq::kernels::quantize_activation(vt, xf.data(), x5632.data() + s5632 * static_cast<size_t>(i), 5632);
+  }
+  std::vector<float> out(5632 * kTokens);
+  int64_t weights = 0;
+  for (const Matrix& m : stack) weights += m.rows * m.cols;
+  sq::ThreadPool pool(threads);
+  for (auto _ : state) {
+    for (const Matrix& m : stack) {
+      const bool narrow = m.cols == 2048;
+      pool.parallel_for(
+          m.rows,
+          [&](int64_t r0, int64_t r1) {
+            sq::kernels::dot_tile_q(t, m.data + m.row_bytes * static_cast<size_t>(r0), m.row_bytes, r1 - r0,
+                                    narrow ? x2048.data() : x5632.data(), narrow ? s2048 : s5632, kTokens,
+                                    m.cols, out.data() + r0, m.rows);
+          },
+          16);
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(stack_bytes(t)));
+  state.counters["GOPS"] = benchmark::Counter(
+      2.0 * static_cast<double>(weights * kTokens) * static_cast<double>(state.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+}
+
 void bm_stream_read(benchmark::State& state) {
   sq::ThreadPool pool(static_cast<int>(state.range(0)));
   sq::MemBwOptions o;
@@ -129,6 +176,13 @@ void bm_stream_read(benchmark::State& state) {
 int register_all() {
   for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q8_0_X16, GgmlType::Q4_0_X16, GgmlType::Q4_K}) {
     benchmark::RegisterBenchmark(("StreamMatvec/" + sq::type_name(t)).c_str(), bm_stream_matvec, t)
+        ->Arg(1)
+        ->Arg(2)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  for (GgmlType t : {GgmlType::Q4_0_X16, GgmlType::Q8_0_X16, GgmlType::Q6_K}) {
+    benchmark::RegisterBenchmark(("StreamTile/" + sq::type_name(t)).c_str(), bm_stream_tile, t)
         ->Arg(1)
         ->Arg(2)
         ->UseRealTime()

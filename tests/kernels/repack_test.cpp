@@ -80,7 +80,7 @@ TEST_P(RepackTest, KernelsMatchTheFileType) {
     const WeightKernels& kf = table(isa).weight[weight_index(file_type)];
     const WeightKernels& kp = table(isa).weight[weight_index(packed)];
     for (int64_t n : {64, 544, 896, 2048, 5632}) {
-      const int64_t rows = 6, tokens = 5;
+      const int64_t rows = 9, tokens = 11;
       const size_t rb = row_bytes(file_type, n);
       std::vector<uint8_t> w, wp(rb * rows);
       for (int64_t r = 0; r < rows; ++r) {
