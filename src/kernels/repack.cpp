@@ -10,27 +10,58 @@ namespace sq::kernels {
 namespace {
 
 struct Geometry {
-  size_t block_bytes;  // 18 or 34
+  size_t block_bytes;  // 18, 22 or 34
   size_t quant_bytes;  // 16 or 32
   uint8_t flip;        // xor applied to the stored quant bytes
+  bool high_bits;      // Q5_0: a 4-byte word of high bits between the scale and the quants
 };
 
 Geometry geometry(GgmlType packed) {
   switch (packed) {
-    case GgmlType::Q4_0_X16: return {sizeof(BlockQ4_0), kQK / 2, 0};
-    case GgmlType::Q8_0_X16: return {sizeof(BlockQ8_0), kQK, 0x80};
+    case GgmlType::Q4_0_X16: return {sizeof(BlockQ4_0), kQK / 2, 0, false};
+    case GgmlType::Q5_0_X16: return {sizeof(BlockQ5_0), kQK / 2, 0, true};
+    case GgmlType::Q8_0_X16: return {sizeof(BlockQ8_0), kQK, 0x80, false};
     default: break;
   }
   assert(false && "not a packed type");
   return {};
 }
 
+// Q5_0's high bits (bit j: element j) rearranged for the planes: bit 8k + u holds element
+// 4u + k's (the low nibble of quant byte 4u + k) and bit 8k + 4 + u element 16 + 4u + k's (its high
+// nibble), u, k = 0..3. So for plane u, shifting the word left by 4 - u (or right by u) puts the
+// high bits of the plane's low (or high) nibbles at bit 4 of their bytes.
+uint32_t spread_high_bits(uint32_t qh) {
+  uint32_t r = 0;
+  for (uint32_t u = 0; u < 4; ++u) {
+    for (uint32_t k = 0; k < 4; ++k) {
+      r |= ((qh >> (4 * u + k)) & 1u) << (8 * k + u);
+      r |= ((qh >> (16 + 4 * u + k)) & 1u) << (8 * k + 4 + u);
+    }
+  }
+  return r;
+}
+
+uint32_t gather_high_bits(uint32_t r) {
+  uint32_t qh = 0;
+  for (uint32_t u = 0; u < 4; ++u) {
+    for (uint32_t k = 0; k < 4; ++k) {
+      qh |= ((r >> (8 * k + u)) & 1u) << (4 * u + k);
+      qh |= ((r >> (8 * k + 4 + u)) & 1u) << (16 + 4 * u + k);
+    }
+  }
+  return qh;
+}
+
 // Standard blocks -> packed group (kPack) or packed group -> standard blocks, a 4-byte word at a
 // time: word u of block i's quants is word i of plane u (flipped by xor with `flip` in every byte).
+// Q5_0's high-bit words (spread_high_bits) form one more plane, before the quant planes.
 template <bool kPack>
 void convert_group(const Geometry& geo, const uint8_t* from, uint8_t* to, int64_t count) {
   const size_t c = static_cast<size_t>(count);
   const uint32_t flip = geo.flip * 0x01010101u;
+  const size_t head = geo.high_bits ? 6 : 2;  // bytes before the quants, in a block
+  const size_t planes = (geo.high_bits ? 6 : 2) * c;  // bytes before the quant planes, in a group
   for (size_t i = 0; i < c; ++i) {
     const size_t block = i * geo.block_bytes;
     if constexpr (kPack) {
@@ -38,9 +69,15 @@ void convert_group(const Geometry& geo, const uint8_t* from, uint8_t* to, int64_
     } else {
       std::memcpy(to + block, from + 2 * i, 2);
     }
+    if (geo.high_bits) {
+      uint32_t word;
+      std::memcpy(&word, from + (kPack ? block + 2 : 2 * c + 4 * i), 4);
+      word = kPack ? spread_high_bits(word) : gather_high_bits(word);
+      std::memcpy(to + (kPack ? 2 * c + 4 * i : block + 2), &word, 4);
+    }
     for (size_t u = 0; u < geo.quant_bytes / 4; ++u) {
-      const size_t in_block = block + 2 + 4 * u;
-      const size_t in_plane = 2 * c + 4 * c * u + 4 * i;
+      const size_t in_block = block + head + 4 * u;
+      const size_t in_plane = planes + 4 * c * u + 4 * i;
       uint32_t word;
       std::memcpy(&word, from + (kPack ? in_block : in_plane), 4);
       word ^= flip;
@@ -56,6 +93,7 @@ int64_t group_blocks(int64_t nb, int64_t g) { return nb - kPackGroup * g < kPack
 std::optional<GgmlType> packed_type(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_0: return GgmlType::Q4_0_X16;
+    case GgmlType::Q5_0: return GgmlType::Q5_0_X16;
     case GgmlType::Q8_0: return GgmlType::Q8_0_X16;
     default: return std::nullopt;
   }
@@ -64,6 +102,7 @@ std::optional<GgmlType> packed_type(GgmlType t) {
 GgmlType unpacked_type(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_0_X16: return GgmlType::Q4_0;
+    case GgmlType::Q5_0_X16: return GgmlType::Q5_0;
     case GgmlType::Q8_0_X16: return GgmlType::Q8_0;
     default: return t;
   }

@@ -46,6 +46,7 @@ enum class GgmlType : uint32_t {
   // squeeze's own load-time layouts (kernels/repack.h), never read from or written to a file: the
   // blocks of the named type regrouped sixteen at a time for the 512-bit kernels.
   Q4_0_X16 = 0x10002,
+  Q5_0_X16 = 0x10006,
   Q8_0_X16 = 0x10008,
 };
 

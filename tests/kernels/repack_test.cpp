@@ -52,7 +52,9 @@ TEST_P(RepackTest, LayoutIsScalesThenPlanes) {
   const GgmlType file_type = GetParam();
   const GgmlType packed = *packed_type(file_type);
   const size_t bb = row_bytes(file_type, 32);
-  const size_t qb = bb - 2;
+  const bool q5 = file_type == GgmlType::Q5_0;
+  const size_t head = q5 ? 6 : 2;  // scale (and Q5_0's high bits) before the quants, in a block
+  const size_t qb = bb - head;
   const uint8_t flip = file_type == GgmlType::Q8_0 ? 0x80 : 0x00;
   const int64_t n = 32 * 21;  // one group of 16 and one of 5
   const auto row = quantized_row(file_type, n, 7);
@@ -65,8 +67,20 @@ TEST_P(RepackTest, LayoutIsScalesThenPlanes) {
     const uint8_t* block = row.data() + static_cast<size_t>(b) * bb;
     ASSERT_EQ(0, std::memcmp(group + 2 * i, block, 2)) << "scale of block " << b;
     for (size_t k = 0; k < qb; ++k) {
-      ASSERT_EQ(group[2 * c + 4 * c * (k / 4) + 4 * i + k % 4], block[2 + k] ^ flip)
+      ASSERT_EQ(group[head * c + 4 * c * (k / 4) + 4 * i + k % 4], block[head + k] ^ flip)
           << "block " << b << " quant byte " << k;
+    }
+    if (q5) {
+      // Element j's high bit (bit j of the block's word) at bit 8k + u (j = 4u + k < 16) or
+      // 8k + 4 + u (j = 16 + 4u + k) of the group's word i.
+      uint32_t qh = 0, spread = 0;
+      std::memcpy(&qh, block + 2, 4);
+      std::memcpy(&spread, group + 2 * c + 4 * i, 4);
+      for (int j = 0; j < 32; ++j) {
+        const int u = (j % 16) / 4, k = j % 4;
+        const int at = 8 * k + (j < 16 ? 0 : 4) + u;
+        ASSERT_EQ((qh >> j) & 1u, (spread >> at) & 1u) << "block " << b << " element " << j;
+      }
     }
   }
 }
@@ -121,7 +135,7 @@ TEST(Repack, InternalTypesStayOutOfFiles) {
   EXPECT_EQ(type_name(GgmlType::Q8_0_X16), "Q8_0x16");
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, RepackTest, ::testing::Values(GgmlType::Q4_0, GgmlType::Q8_0),
+INSTANTIATE_TEST_SUITE_P(Types, RepackTest, ::testing::Values(GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0),
                          [](const auto& info) { return type_name(info.param); });
 
 }  // namespace
