@@ -79,43 +79,11 @@ std::vector<Matrix> layer_stack(GgmlType t, uint8_t* arena) {
   return stack;
 }
 
-void bm_stream_matvec(benchmark::State& state, GgmlType t) {
+// The stack streamed against `tokens` tokens: one token runs the one-token kernel (dot_rows_q), more
+// the tiled kernel (dot_tile_q), one parallel region per matrix.
+void bm_stream(benchmark::State& state, GgmlType t, int64_t tokens) {
   const int threads = static_cast<int>(state.range(0));
   // One mapping with huge pages advised, as the repacked model's.
-  const sq::AnonymousMemory arena(stack_bytes(t));
-  if (arena.data() == nullptr) {
-    state.SkipWithError("cannot allocate the layer stack");
-    return;
-  }
-  const auto stack = layer_stack(t, arena.data());
-  const GgmlType vt = sq::kernels::vec_dot_type(t);
-  std::vector<float> xf(5632, 0.5f);
-  std::vector<uint8_t> x2048(sq::kernels::row_bytes(vt, 2048)), x5632(sq::kernels::row_bytes(vt, 5632));
-  sq::kernels::quantize_activation(vt, xf.data(), x2048.data(), 2048);
-  sq::kernels::quantize_activation(vt, xf.data(), x5632.data(), 5632);
-  std::vector<float> out(5632);
-  const size_t bytes = stack_bytes(t);
-  sq::ThreadPool pool(threads);
-  for (auto _ : state) {
-    for (const Matrix& m : stack) {
-      const uint8_t* x = m.cols == 2048 ? x2048.data() : x5632.data();
-      pool.parallel_for(
-          m.rows,
-          [&](int64_t r0, int64_t r1) {
-            sq::kernels::dot_rows_q(t, m.data + m.row_bytes * static_cast<size_t>(r0), m.row_bytes,
-                                    r1 - r0, x, m.cols, out.data() + r0);
-          },
-          16);
-    }
-    benchmark::DoNotOptimize(out.data());
-    benchmark::ClobberMemory();
-  }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes));
-}
-
-void bm_stream_tile(benchmark::State& state, GgmlType t) {
-  constexpr int64_t kTokens = 8;
-  const int threads = static_cast<int>(state.range(0));
   const sq::AnonymousMemory arena(stack_bytes(t));
   if (arena.data() == nullptr) {
     state.SkipWithError("cannot allocate the layer stack");
@@ -127,25 +95,30 @@ void bm_stream_tile(benchmark::State& state, GgmlType t) {
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::vector<float> xf(5632);
   const size_t s2048 = sq::kernels::row_bytes(vt, 2048), s5632 = sq::kernels::row_bytes(vt, 5632);
-  std::vector<uint8_t> x2048(s2048 * kTokens), x5632(s5632 * kTokens);
-  for (int64_t i = 0; i < kTokens; ++i) {
+  std::vector<uint8_t> x2048(s2048 * static_cast<size_t>(tokens)), x5632(s5632 * static_cast<size_t>(tokens));
+  for (int64_t i = 0; i < tokens; ++i) {
     for (auto& v : xf) v = g(rng);
     sq::kernels::quantize_activation(vt, xf.data(), x2048.data() + s2048 * static_cast<size_t>(i), 2048);
     sq::kernels::quantize_activation(vt, xf.data(), x5632.data() + s5632 * static_cast<size_t>(i), 5632);
   }
-  std::vector<float> out(5632 * kTokens);
+  std::vector<float> out(static_cast<size_t>(5632 * tokens));
   int64_t weights = 0;
   for (const Matrix& m : stack) weights += m.rows * m.cols;
   sq::ThreadPool pool(threads);
   for (auto _ : state) {
     for (const Matrix& m : stack) {
       const bool narrow = m.cols == 2048;
+      const uint8_t* x = narrow ? x2048.data() : x5632.data();
       pool.parallel_for(
           m.rows,
           [&](int64_t r0, int64_t r1) {
-            sq::kernels::dot_tile_q(t, m.data + m.row_bytes * static_cast<size_t>(r0), m.row_bytes, r1 - r0,
-                                    narrow ? x2048.data() : x5632.data(), narrow ? s2048 : s5632, kTokens,
-                                    m.cols, out.data() + r0, m.rows);
+            const uint8_t* w = m.data + m.row_bytes * static_cast<size_t>(r0);
+            if (tokens == 1) {
+              sq::kernels::dot_rows_q(t, w, m.row_bytes, r1 - r0, x, m.cols, out.data() + r0);
+            } else {
+              sq::kernels::dot_tile_q(t, w, m.row_bytes, r1 - r0, x, narrow ? s2048 : s5632, tokens, m.cols,
+                                      out.data() + r0, m.rows);
+            }
           },
           16);
     }
@@ -153,9 +126,11 @@ void bm_stream_tile(benchmark::State& state, GgmlType t) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(stack_bytes(t)));
-  state.counters["GOPS"] = benchmark::Counter(
-      2.0 * static_cast<double>(weights * kTokens) * static_cast<double>(state.iterations()) / 1e9,
-      benchmark::Counter::kIsRate);
+  if (tokens > 1) {
+    state.counters["GOPS"] = benchmark::Counter(
+        2.0 * static_cast<double>(weights * tokens) * static_cast<double>(state.iterations()) / 1e9,
+        benchmark::Counter::kIsRate);
+  }
 }
 
 void bm_stream_read(benchmark::State& state) {
@@ -175,14 +150,14 @@ void bm_stream_read(benchmark::State& state) {
 
 int register_all() {
   for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q8_0_X16, GgmlType::Q4_0_X16, GgmlType::Q4_K}) {
-    benchmark::RegisterBenchmark(("StreamMatvec/" + sq::type_name(t)).c_str(), bm_stream_matvec, t)
+    benchmark::RegisterBenchmark(("StreamMatvec/" + sq::type_name(t)).c_str(), bm_stream, t, int64_t{1})
         ->Arg(1)
         ->Arg(2)
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   }
   for (GgmlType t : {GgmlType::Q4_0_X16, GgmlType::Q8_0_X16, GgmlType::Q6_K}) {
-    benchmark::RegisterBenchmark(("StreamTile/" + sq::type_name(t)).c_str(), bm_stream_tile, t)
+    benchmark::RegisterBenchmark(("StreamTile/" + sq::type_name(t)).c_str(), bm_stream, t, int64_t{8})
         ->Arg(1)
         ->Arg(2)
         ->UseRealTime()
