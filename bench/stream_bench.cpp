@@ -109,18 +109,22 @@ void bm_stream(benchmark::State& state, GgmlType t, int64_t tokens) {
     for (const Matrix& m : stack) {
       const bool narrow = m.cols == 2048;
       const uint8_t* x = narrow ? x2048.data() : x5632.data();
-      pool.parallel_for(
-          m.rows,
-          [&](int64_t r0, int64_t r1) {
-            const uint8_t* w = m.data + m.row_bytes * static_cast<size_t>(r0);
-            if (tokens == 1) {
-              sq::kernels::dot_rows_q(t, w, m.row_bytes, r1 - r0, x, m.cols, out.data() + r0);
-            } else {
-              sq::kernels::dot_tile_q(t, w, m.row_bytes, r1 - r0, x, narrow ? s2048 : s5632, tokens, m.cols,
-                                      out.data() + r0, m.rows);
-            }
-          },
-          16);
+      auto rows = [&](int64_t r0, int64_t r1) {
+        const uint8_t* w = m.data + m.row_bytes * static_cast<size_t>(r0);
+        if (tokens == 1) {
+          sq::kernels::dot_rows_q(t, w, m.row_bytes, r1 - r0, x, m.cols, out.data() + r0);
+        } else {
+          sq::kernels::dot_tile_q(t, w, m.row_bytes, r1 - r0, x, narrow ? s2048 : s5632, tokens, m.cols,
+                                  out.data() + r0, m.rows);
+        }
+      };
+      if (tokens == 1) {
+        // As ops::matmul_group: a thread that runs out takes 64 KiB pieces of the other's rows.
+        pool.parallel_for_balanced(m.rows, rows, 16,
+                                   std::max<int64_t>(16, static_cast<int64_t>(65536 / m.row_bytes)));
+      } else {
+        pool.parallel_for(m.rows, rows, 16);
+      }
     }
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();

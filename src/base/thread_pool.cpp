@@ -117,6 +117,7 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
   // once instead.
   const auto cpus = static_cast<int>(std::thread::hardware_concurrency());
   spin_budget_ = cpus > 0 && n_threads_ > cpus ? std::chrono::microseconds(0) : kSpinBudget;
+  parts_ = std::make_unique<Part[]>(static_cast<size_t>(n_threads_));
   workers_.reserve(static_cast<size_t>(n_threads_ - 1));
   for (int i = 1; i < n_threads_; ++i) {
     workers_.emplace_back([this, i] { worker(i); });
@@ -136,12 +137,60 @@ void ThreadPool::record_error(std::exception_ptr e) {
 }
 
 void ThreadPool::run_part(int index) {
+  if (job_.min_piece > 0) {
+    run_balanced(index);
+    return;
+  }
   auto [b, e] = chunk(job_n_, job_grain_, n_threads_, index);
   if (b >= e) return;
   try {
     job_.call(job_.object, b, e);
   } catch (...) {
     record_error(std::current_exception());
+  }
+}
+
+void ThreadPool::call_blocks(int64_t b0, int64_t b1) {
+  try {
+    job_.call(job_.object, b0 * job_grain_, std::min(job_n_, b1 * job_grain_));
+  } catch (...) {
+    record_error(std::current_exception());
+  }
+}
+
+void ThreadPool::run_balanced(int index) {
+  auto unpack = [](uint64_t v) {
+    return std::pair<int64_t, int64_t>(static_cast<int64_t>(v >> 32), static_cast<int64_t>(v & 0xffffffffu));
+  };
+  auto pack = [](int64_t f, int64_t b) { return static_cast<uint64_t>(f) << 32 | static_cast<uint64_t>(b); };
+  // Our own part from the front, half of what is left at a time (at least a thief's piece), so
+  // that the rows stream in order with few calls while the tail stays fine-grained.
+  std::atomic<uint64_t>& own = parts_[static_cast<size_t>(index)].range;
+  uint64_t v = own.load(std::memory_order_acquire);
+  while (true) {
+    auto [f, b] = unpack(v);
+    if (f >= b) break;
+    const int64_t take = std::min(b - f, std::max(job_piece_, (b - f + 1) / 2));
+    if (own.compare_exchange_weak(v, pack(f + take, b), std::memory_order_acq_rel,
+                                  std::memory_order_acquire)) {
+      call_blocks(f, f + take);
+      v = own.load(std::memory_order_acquire);
+    }
+  }
+  // Then pieces from the back of the others' parts, the next thread's first.
+  for (int k = 1; k < n_threads_; ++k) {
+    std::atomic<uint64_t>& other = parts_[static_cast<size_t>((index + k) % n_threads_)].range;
+    uint64_t w = other.load(std::memory_order_acquire);
+    while (true) {
+      auto [f, b] = unpack(w);
+      if (f >= b) break;
+      const int64_t take = std::min(b - f, job_piece_);
+      if (other.compare_exchange_weak(w, pack(f, b - take), std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+        call_blocks(b - take, b);
+        w = other.load(std::memory_order_acquire);
+      }
+    }
   }
 }
 
@@ -181,6 +230,16 @@ void ThreadPool::run(int64_t n, int64_t grain, const Job& job) {
   job_ = job;
   job_n_ = n;
   job_grain_ = grain;
+  const int64_t blocks = (n + grain - 1) / grain;
+  if (job_.min_piece > 0 && blocks > 0xffffffffLL) job_.min_piece = 0;  // too many to pack: static
+  if (job_.min_piece > 0) {
+    job_piece_ = std::max<int64_t>(1, (job_.min_piece + grain - 1) / grain);
+    for (int i = 0; i < n_threads_; ++i) {
+      auto [b, e] = chunk(blocks, 1, n_threads_, i);
+      parts_[static_cast<size_t>(i)].range.store(static_cast<uint64_t>(b) << 32 | static_cast<uint64_t>(e),
+                                                 std::memory_order_relaxed);
+    }
+  }
   error_ = nullptr;
   pending_.store(n_threads_ - 1, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_seq_cst);  // publishes the job (release)

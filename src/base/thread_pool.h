@@ -1,6 +1,8 @@
 // A persistent pool of worker threads for data-parallel loops (no thread is created per token).
-// parallel_for splits [0, n) into contiguous chunks, one per thread; callers split work over
-// outputs only, so results do not depend on the thread count (DESIGN.md, invariant 2).
+// parallel_for splits [0, n) into contiguous chunks, one per thread; parallel_for_balanced starts
+// from the same split and lets a thread that runs out take pieces of the others' chunks. Callers
+// split work over outputs only, so results depend neither on the thread count nor on who ran which
+// piece (DESIGN.md, invariant 2).
 //
 // Token generation opens ~150 parallel regions per token, each tens of microseconds long, so the
 // cost of starting and joining a region matters as much as the work in it. Between regions the
@@ -11,10 +13,12 @@
 // after they fell asleep costs a futex wake (a few microseconds).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -55,16 +59,44 @@ class ThreadPool {
     run(n, grain, job);
   }
 
+  // As parallel_for, for loops whose parts may take unequal time although they hold equal work (a
+  // memory-bound product on CPUs that other work slows unevenly): each thread starts on the part
+  // parallel_for would give it, front to back, in pieces that halve as it goes, and a thread that
+  // runs out takes pieces of min_piece (rounded up to grain) from the back of another thread's
+  // part. fn may be called several times per thread; the calls still cover a partition of [0, n)
+  // in multiples of grain, but which thread runs which piece depends on timing, so fn's results
+  // must not depend on it (callers split over outputs only).
+  template <typename F>
+  void parallel_for_balanced(int64_t n, F&& fn, int64_t grain, int64_t min_piece) {
+    using Fn = std::remove_reference_t<F>;
+    Job job;
+    job.object = const_cast<void*>(static_cast<const void*>(std::addressof(fn)));
+    job.call = [](void* object, int64_t begin, int64_t end) {
+      (*static_cast<Fn*>(object))(begin, end);
+    };
+    job.min_piece = std::max<int64_t>(1, min_piece);
+    run(n, grain, job);
+  }
+
  private:
   // A type-erased reference to the caller's callable: no allocation per region.
   struct Job {
     void* object = nullptr;
     void (*call)(void*, int64_t, int64_t) = nullptr;
+    int64_t min_piece = 0;  // > 0: parallel_for_balanced's pieces, at least this many elements
+  };
+
+  // A thread's part of a balanced region, in grain blocks: [front, back) packed as front << 32 |
+  // back, taken from the front by its thread and from the back by the others, one CAS per piece.
+  struct alignas(64) Part {
+    std::atomic<uint64_t> range{0};
   };
 
   void run(int64_t n, int64_t grain, const Job& job);
   void worker(int index);
   void run_part(int index);
+  void run_balanced(int index);
+  void call_blocks(int64_t b0, int64_t b1);
   void record_error(std::exception_ptr e);
 
   int n_threads_;
@@ -76,6 +108,8 @@ class ThreadPool {
   Job job_;
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
+  int64_t job_piece_ = 0;  // blocks a thief takes at once (balanced regions only)
+  std::unique_ptr<Part[]> parts_;
 
   // Each hot atomic on its own cache line: workers poll generation_ while they finish parts and
   // decrement pending_.

@@ -60,6 +60,7 @@ namespace {
 
 constexpr int64_t kRowGrain = 16;    // a multiple of every kernel's tile height
 constexpr int64_t kTokenBlock = 64;  // tokens whose activations stay cached across a row block
+constexpr size_t kStealBytes = 64 * 1024;  // weights in a piece taken from another thread's rows
 
 void check_matrix(const TensorView& w, const TensorView* bias) {
   if (w.empty() || !type_supported(w.type)) {
@@ -242,19 +243,28 @@ void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, Thr
   }
   // The parts' rows one after the other, split over the threads in whole row tiles (never the
   // reduced dimension); a thread's range may span the end of one part and the start of the next.
-  pool.parallel_for(
-      total,
-      [&](int64_t a, int64_t b) {
-        int64_t first = 0;
-        for (size_t i = 0; i < parts.size(); ++i) {
-          const int64_t n_out = parts[i].w->ne[1];
-          const int64_t r0 = std::max(a, first) - first;
-          const int64_t r1 = std::min(b, first + n_out) - first;
-          if (r0 < r1) product_rows(*parts[i].w, of_part[i], n_tokens, parts[i].bias, parts[i].out, r0, r1);
-          first += n_out;
-        }
-      },
-      kRowGrain);
+  auto rows = [&](int64_t a, int64_t b) {
+    int64_t first = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const int64_t n_out = parts[i].w->ne[1];
+      const int64_t r0 = std::max(a, first) - first;
+      const int64_t r1 = std::min(b, first + n_out) - first;
+      if (r0 < r1) product_rows(*parts[i].w, of_part[i], n_tokens, parts[i].bias, parts[i].out, r0, r1);
+      first += n_out;
+    }
+  };
+  if (n_tokens == 1) {
+    // One token streams the weights once: a memory-bound loop that ends when its slower thread
+    // does, so threads that run out take pieces of the others' rows (each call prepares the
+    // activations again, so the pieces stay a few tens of kilobytes).
+    size_t widest = 0;
+    for (const MatmulPart& p : parts) widest = std::max(widest, p.w->row_size());
+    const int64_t piece =
+        std::max<int64_t>(kRowGrain, static_cast<int64_t>(kStealBytes / std::max<size_t>(1, widest)));
+    pool.parallel_for_balanced(total, rows, kRowGrain, piece);
+  } else {
+    pool.parallel_for(total, rows, kRowGrain);
+  }
 }
 
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out) {

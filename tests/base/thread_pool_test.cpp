@@ -148,6 +148,76 @@ TEST(ThreadPool, RegionsAfterIdleSleepStillRun) {
   EXPECT_EQ(count.load(), 200 * 64);
 }
 
+TEST(ThreadPool, BalancedRegionCoversEveryIndexOnceInWholeGrains) {
+  for (int threads : {1, 2, 3, 4, 7}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 5, 16, 17, 100, 1000, 4097}) {
+      for (int64_t grain : {1, 3, 16}) {
+        for (int64_t piece : {1, 5, 64, 100000}) {
+          std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+          pool.parallel_for_balanced(
+              n,
+              [&](int64_t b, int64_t e) {
+                ASSERT_LE(0, b);
+                ASSERT_LT(b, e);
+                ASSERT_LE(e, n);
+                EXPECT_EQ(b % grain, 0) << "n=" << n << " grain=" << grain;
+                EXPECT_TRUE(e == n || e % grain == 0) << "n=" << n << " grain=" << grain << " e=" << e;
+                for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+              },
+              grain, piece);
+          for (int64_t i = 0; i < n; ++i) {
+            ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "threads=" << threads << " n=" << n
+                                                             << " grain=" << grain << " piece=" << piece
+                                                             << " i=" << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(ThreadPool, BalancedRegionMovesWorkAwayFromASlowThread) {
+  // The calling thread's part is slow (it sleeps on every index it gets); the worker finishes its
+  // own half and then takes pieces from the back of the caller's. With a fixed split the caller
+  // would run all of its 64 indices.
+  ThreadPool pool(2);
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int64_t> on_caller{0}, on_worker{0};
+  pool.parallel_for_balanced(
+      128,
+      [&](int64_t b, int64_t e) {
+        const bool here = std::this_thread::get_id() == caller;
+        (here ? on_caller : on_worker).fetch_add(e - b);
+        if (here) std::this_thread::sleep_for(std::chrono::milliseconds(e - b));
+      },
+      1, 4);
+  EXPECT_EQ(on_caller.load() + on_worker.load(), 128);
+  EXPECT_LT(on_caller.load(), 48) << "the worker took no work from the slow thread";
+}
+
+TEST(ThreadPool, BalancedRegionRethrowsAndStaysUsable) {
+  ThreadPool pool(3);
+  std::atomic<int64_t> covered{0};
+  EXPECT_THROW(pool.parallel_for_balanced(
+                   300,
+                   [&](int64_t b, int64_t e) {
+                     covered.fetch_add(e - b);
+                     if (b <= 150 && 150 < e) throw std::runtime_error("index 150");
+                   },
+                   1, 10),
+               std::runtime_error);
+  EXPECT_EQ(covered.load(), 300) << "the other pieces still run";
+  std::atomic<int64_t> sum{0};
+  pool.parallel_for_balanced(
+      100,
+      [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) sum.fetch_add(i);
+      },
+      1, 7);
+  EXPECT_EQ(sum.load(), 4950);
+}
+
 TEST(ThreadPool, ConstructAndDestroyQuickly) {
   for (int i = 0; i < 50; ++i) {
     ThreadPool pool(1 + i % 4);
