@@ -60,7 +60,8 @@ namespace {
 
 constexpr int64_t kRowGrain = 16;    // a multiple of every kernel's tile height
 constexpr int64_t kTokenBlock = 64;  // tokens whose activations stay cached across a row block
-constexpr size_t kStealBytes = 64 * 1024;  // weights in a piece taken from another thread's rows
+constexpr size_t kStealBytes = 64 * 1024;     // weights in a piece taken from another thread's rows
+constexpr size_t kRowBlockBytes = 256 * 1024;  // weights of a row block of the tiled kernels
 
 void check_matrix(const TensorView& w, const TensorView* bias) {
   if (w.empty() || !type_supported(w.type)) {
@@ -153,8 +154,8 @@ void product_rows(const TensorView& w, const PartInput& qx, int64_t n_tokens, co
     // Rows of weights revisited for each token block: as many as stay in a core's L2 cache, since
     // the tiled kernels prepare each token's activations once per call (per block of rows). With a
     // single token block there is nothing to keep cached for the next one: one call over all the
-    // rows, so the kernel prepares each token's activations once.
-    constexpr size_t kRowBlockBytes = 256 * 1024;
+    // rows given (matmul_group's pieces), so the kernel prepares each token's activations once per
+    // piece.
     const int64_t row_block =
         std::max<int64_t>(kRowGrain, static_cast<int64_t>(kRowBlockBytes / w_stride) / kRowGrain * kRowGrain);
     const int64_t block = n_tokens <= kTokenBlock ? r1 - r0 : row_block;
@@ -253,18 +254,19 @@ void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, Thr
       first += n_out;
     }
   };
-  if (n_tokens == 1) {
-    // One token streams the weights once: a memory-bound loop that ends when its slower thread
-    // does, so threads that run out take pieces of the others' rows (each call prepares the
-    // activations again, so the pieces stay a few tens of kilobytes).
-    size_t widest = 0;
-    for (const MatmulPart& p : parts) widest = std::max(widest, p.w->row_size());
-    const int64_t piece =
-        std::max<int64_t>(kRowGrain, static_cast<int64_t>(kStealBytes / std::max<size_t>(1, widest)));
-    pool.parallel_for_balanced(total, rows, kRowGrain, piece);
-  } else {
-    pool.parallel_for(total, rows, kRowGrain);
-  }
+  // The two halves of a product often finish 10-15 % apart on a shared machine (one CPU slowed by
+  // other work), so a thread that runs out takes pieces of the other's rows: small ones for one
+  // token (each call prepares the activations again), a row block for a prompt (each block
+  // prepares its tokens anyway).
+  size_t widest = 1;
+  for (const MatmulPart& p : parts) widest = std::max(widest, p.w->row_size());
+  auto rows_of = [&](size_t bytes) {
+    return std::max<int64_t>(kRowGrain, static_cast<int64_t>(bytes / widest) / kRowGrain * kRowGrain);
+  };
+  const size_t piece = n_tokens == 1             ? kStealBytes
+                       : n_tokens <= kTokenBlock ? 2 * kStealBytes
+                                                 : kRowBlockBytes;
+  pool.parallel_for_balanced(total, rows, kRowGrain, rows_of(piece));
 }
 
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out) {
