@@ -48,9 +48,15 @@ struct RowReader<KvType::Q8_0> {
   }
 };
 
+// Later tokens of a prompt attend to more keys, so equal halves of the (token, head) pairs are
+// unequal work (the second half of a prompt's pairs costs about three times the first): threads
+// that run out take a few heads at a time from the others' pairs.
+int64_t heads_per_piece(const AttentionShape& s) { return std::max<int32_t>(1, s.n_head / 4); }
+
 // Scores of one query against positions [0, n_keys) of a kv head, and the weighted sum of their
 // values, through the attention kernels (F32 and F16 rows are read in place; Q8_0 rows are
 // dequantized first).
+
 template <KvType T>
 void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, const AttentionShape& s,
             float* out, ThreadPool& pool) {
@@ -59,7 +65,7 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
   const int64_t hd = s.head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t n_ctx = pos0 + n_tokens;
-  pool.parallel_for(n_tokens * s.n_head, [&](int64_t j0, int64_t j1) {
+  pool.parallel_for_balanced(n_tokens * s.n_head, [&](int64_t j0, int64_t j1) {
     std::vector<float> scores(static_cast<size_t>(n_ctx));
     std::vector<float> row(static_cast<size_t>(hd));
     for (int64_t j = j0; j < j1; ++j) {
@@ -105,7 +111,7 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
         }
       }
     }
-  });
+  }, 1, heads_per_piece(s));
 }
 
 // The paged twin of attend(): the same operations per (token, head), with the keys and values
@@ -125,7 +131,7 @@ void attend_paged(const float* q, std::span<const AttentionSlice> slices, const 
     max_ctx = std::max<int64_t>(max_ctx, slices[i].pos0 + slices[i].n_tokens);
   }
   const int64_t n_rows = starts.back();
-  pool.parallel_for(n_rows * s.n_head, [&](int64_t j0, int64_t j1) {
+  pool.parallel_for_balanced(n_rows * s.n_head, [&](int64_t j0, int64_t j1) {
     std::vector<float> scores(static_cast<size_t>(max_ctx));
     std::vector<float> row(static_cast<size_t>(hd));
     size_t si = 0;
@@ -189,7 +195,7 @@ void attend_paged(const float* q, std::span<const AttentionSlice> slices, const 
         }
       }
     }
-  });
+  }, 1, heads_per_piece(s));
 }
 
 }  // namespace
