@@ -118,13 +118,11 @@ void bm_stream(benchmark::State& state, GgmlType t, int64_t tokens) {
                                   out.data() + r0, m.rows);
         }
       };
-      if (tokens == 1) {
-        // As ops::matmul_group: a thread that runs out takes 64 KiB pieces of the other's rows.
-        pool.parallel_for_balanced(m.rows, rows, 16,
-                                   std::max<int64_t>(16, static_cast<int64_t>(65536 / m.row_bytes)));
-      } else {
-        pool.parallel_for(m.rows, rows, 16);
-      }
+      // As ops::matmul_group: a thread that runs out takes pieces of the other's rows, 64 KiB of
+      // weights for one token and 128 KiB for a batch.
+      const size_t piece = tokens == 1 ? 64 * 1024 : 128 * 1024;
+      pool.parallel_for_balanced(m.rows, rows, 16,
+                                 std::max<int64_t>(16, static_cast<int64_t>(piece / m.row_bytes) / 16 * 16));
     }
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();

@@ -159,38 +159,31 @@ void ThreadPool::call_blocks(int64_t b0, int64_t b1) {
 }
 
 void ThreadPool::run_balanced(int index) {
-  auto unpack = [](uint64_t v) {
-    return std::pair<int64_t, int64_t>(static_cast<int64_t>(v >> 32), static_cast<int64_t>(v & 0xffffffffu));
-  };
-  auto pack = [](int64_t f, int64_t b) { return static_cast<uint64_t>(f) << 32 | static_cast<uint64_t>(b); };
-  // Our own part from the front, half of what is left at a time (at least a thief's piece), so
-  // that the rows stream in order with few calls while the tail stays fine-grained.
-  std::atomic<uint64_t>& own = parts_[static_cast<size_t>(index)].range;
-  uint64_t v = own.load(std::memory_order_acquire);
-  while (true) {
-    auto [f, b] = unpack(v);
-    if (f >= b) break;
-    const int64_t take = std::min(b - f, std::max(job_piece_, (b - f + 1) / 2));
-    if (own.compare_exchange_weak(v, pack(f + take, b), std::memory_order_acq_rel,
-                                  std::memory_order_acquire)) {
-      call_blocks(f, f + take);
-      v = own.load(std::memory_order_acquire);
-    }
-  }
-  // Then pieces from the back of the others' parts, the next thread's first.
-  for (int k = 1; k < n_threads_; ++k) {
-    std::atomic<uint64_t>& other = parts_[static_cast<size_t>((index + k) % n_threads_)].range;
-    uint64_t w = other.load(std::memory_order_acquire);
+  // Takes pieces from one part until it is empty: from the front, half of what is left at a time
+  // (at least a thief's piece), so that the owner streams its rows in order with few calls while
+  // the tail stays fine-grained; from the back, a thief's piece at a time.
+  auto drain = [this](std::atomic<uint64_t>& part, bool front) {
+    uint64_t v = part.load(std::memory_order_acquire);
     while (true) {
-      auto [f, b] = unpack(w);
-      if (f >= b) break;
-      const int64_t take = std::min(b - f, job_piece_);
-      if (other.compare_exchange_weak(w, pack(f, b - take), std::memory_order_acq_rel,
-                                      std::memory_order_acquire)) {
-        call_blocks(b - take, b);
-        w = other.load(std::memory_order_acquire);
+      const auto f = static_cast<int64_t>(v >> 32), b = static_cast<int64_t>(v & 0xffffffffu);
+      if (f >= b) return;
+      const int64_t take = std::min(b - f, front ? std::max(job_piece_, (b - f + 1) / 2) : job_piece_);
+      const int64_t f2 = front ? f + take : f, b2 = front ? b : b - take;
+      if (part.compare_exchange_weak(v, static_cast<uint64_t>(f2) << 32 | static_cast<uint64_t>(b2),
+                                     std::memory_order_acq_rel, std::memory_order_acquire)) {
+        if (front) {
+          call_blocks(f, f2);
+        } else {
+          call_blocks(b2, b);
+        }
+        v = part.load(std::memory_order_acquire);
       }
     }
+  };
+  drain(parts_[static_cast<size_t>(index)].range, true);
+  // Then the others' parts from the back, the next thread's first.
+  for (int k = 1; k < n_threads_; ++k) {
+    drain(parts_[static_cast<size_t>((index + k) % n_threads_)].range, false);
   }
 }
 
