@@ -56,7 +56,6 @@ int64_t heads_per_piece(const AttentionShape& s) { return std::max<int32_t>(1, s
 // Scores of one query against positions [0, n_keys) of a kv head, and the weighted sum of their
 // values, through the attention kernels (F32 and F16 rows are read in place; Q8_0 rows are
 // dequantized first).
-
 template <KvType T>
 void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, const AttentionShape& s,
             float* out, ThreadPool& pool) {
