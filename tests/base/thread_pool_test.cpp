@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -12,28 +13,39 @@
 namespace sq {
 namespace {
 
+std::string where_of(int threads, int64_t n, int64_t grain, int64_t piece) {
+  return "threads=" + std::to_string(threads) + " n=" + std::to_string(n) +
+         " grain=" + std::to_string(grain) + " piece=" + std::to_string(piece);
+}
+
+// Runs region(n, fn, grain) (a parallel_for variant) and checks that fn's calls cover [0, n)
+// exactly once, each in whole grains (a call ends at a multiple of the grain or at n).
+template <class Region>
+void expect_every_index_once(Region region, int64_t n, int64_t grain, const std::string& where) {
+  std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+  region(
+      n,
+      [&](int64_t b, int64_t e) {
+        ASSERT_LE(0, b);
+        ASSERT_LT(b, e);
+        ASSERT_LE(e, n);
+        // Chunks start on a multiple of the grain so callers can keep blocks whole.
+        EXPECT_EQ(b % grain, 0) << where;
+        EXPECT_TRUE(e == n || e % grain == 0) << where << " e=" << e;
+        for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+      },
+      grain);
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << where << " i=" << i;
+}
+
 TEST(ThreadPool, EveryIndexCoveredExactlyOnce) {
   for (int threads : {1, 2, 3, 4, 7}) {
     ThreadPool pool(threads);
     EXPECT_EQ(pool.size(), threads);
     for (int64_t n : {0, 1, 2, 3, 5, 16, 17, 31, 64, 100, 1000, 4097}) {
       for (int64_t grain : {1, 2, 3, 16, 32, 1000}) {
-        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-        pool.parallel_for(
-            n,
-            [&](int64_t b, int64_t e) {
-              ASSERT_LE(0, b);
-              ASSERT_LT(b, e);
-              ASSERT_LE(e, n);
-              // Chunks start on a multiple of the grain so callers can keep blocks whole.
-              EXPECT_EQ(b % grain, 0) << "n=" << n << " grain=" << grain;
-              for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
-            },
-            grain);
-        for (int64_t i = 0; i < n; ++i) {
-          ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1)
-              << "threads=" << threads << " n=" << n << " grain=" << grain << " i=" << i;
-        }
+        expect_every_index_once([&](int64_t m, auto&& fn, int64_t g) { pool.parallel_for(m, fn, g); },
+                                n, grain, where_of(threads, n, grain, 0));
       }
     }
   }
@@ -154,23 +166,9 @@ TEST(ThreadPool, BalancedRegionCoversEveryIndexOnceInWholeGrains) {
     for (int64_t n : {0, 1, 2, 5, 16, 17, 100, 1000, 4097}) {
       for (int64_t grain : {1, 3, 16}) {
         for (int64_t piece : {1, 5, 64, 100000}) {
-          std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-          pool.parallel_for_balanced(
-              n,
-              [&](int64_t b, int64_t e) {
-                ASSERT_LE(0, b);
-                ASSERT_LT(b, e);
-                ASSERT_LE(e, n);
-                EXPECT_EQ(b % grain, 0) << "n=" << n << " grain=" << grain;
-                EXPECT_TRUE(e == n || e % grain == 0) << "n=" << n << " grain=" << grain << " e=" << e;
-                for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
-              },
-              grain, piece);
-          for (int64_t i = 0; i < n; ++i) {
-            ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "threads=" << threads << " n=" << n
-                                                             << " grain=" << grain << " piece=" << piece
-                                                             << " i=" << i;
-          }
+          expect_every_index_once(
+              [&](int64_t m, auto&& fn, int64_t g) { pool.parallel_for_balanced(m, fn, g, piece); }, n, grain,
+              where_of(threads, n, grain, piece));
         }
       }
     }
