@@ -255,9 +255,9 @@ void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, Thr
     }
   };
   // The two halves of a product often finish 10-15 % apart on a shared machine (one CPU slowed by
-  // other work), so a thread that runs out takes pieces of the other's rows: small ones for one
-  // token (each call prepares the activations again), a row block for a prompt (each block
-  // prepares its tokens anyway).
+  // other work), so a thread that runs out takes pieces of the other's rows: 64 KiB of weights for
+  // one token (each call prepares the activations again), 128 KiB for a batch of up to 64 tokens,
+  // a row block for a prompt (each block prepares its tokens anyway).
   size_t widest = 1;
   for (const MatmulPart& p : parts) widest = std::max(widest, p.w->row_size());
   auto rows_of = [&](size_t bytes) {
