@@ -12,6 +12,7 @@
 //   build/simd/squeeze_bench --benchmark_filter='Matvec/Q4_K' --benchmark_repetitions=3
 #include <algorithm>
 #include <cstdint>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -35,9 +36,23 @@ std::vector<float> gaussian(int64_t n, uint32_t seed) {
   return v;
 }
 
+// Memory that starts on a cache line, as the loader's matrices do (packed rows are padded to whole
+// lines so that their loads never straddle two).
+template <class T>
+struct LineAligned {
+  using value_type = T;
+  LineAligned() = default;
+  template <class U>
+  LineAligned(const LineAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  friend bool operator==(const LineAligned&, const LineAligned&) { return true; }
+};
+using Weights = std::vector<uint8_t, LineAligned<uint8_t>>;
+
 // A rows x cols weight matrix of type t from random floats (quantized one row at a time, which is
 // slow for the K types, so rows repeat a small set of distinct rows).
-std::vector<uint8_t> weights(GgmlType t, int64_t rows, int64_t cols) {
+Weights weights(GgmlType t, int64_t rows, int64_t cols) {
   const size_t rb = sq::kernels::row_bytes(t, cols);
   constexpr int64_t kDistinct = 64;
   std::vector<uint8_t> distinct(rb * kDistinct);
@@ -45,7 +60,7 @@ std::vector<uint8_t> weights(GgmlType t, int64_t rows, int64_t cols) {
     const auto f = gaussian(cols, static_cast<uint32_t>(r + 1));
     sq::kernels::quantize_row(t, f.data(), distinct.data() + rb * static_cast<size_t>(r), cols);
   }
-  std::vector<uint8_t> w(rb * static_cast<size_t>(rows));
+  Weights w(rb * static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) {
     std::copy_n(distinct.data() + rb * static_cast<size_t>(r % kDistinct), rb,
                 w.data() + rb * static_cast<size_t>(r));
