@@ -36,8 +36,8 @@ std::vector<float> gaussian(int64_t n, uint32_t seed) {
   return v;
 }
 
-// Memory that starts on a cache line, as the loader's matrices do (packed rows are padded to whole
-// lines so that their loads never straddle two).
+// Memory that starts on a cache line, as the loader's repacked matrices do, so that a row's loads
+// straddle lines where the model's would and nowhere else.
 template <class T>
 struct LineAligned {
   using value_type = T;
