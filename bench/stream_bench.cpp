@@ -48,8 +48,16 @@ struct Shapes {
   std::pair<int64_t, int64_t> output;  // {0, 0}: left out
 };
 
-const Shapes kTinyLlama{"tinyllama", {{2048, 2048}, {256, 2048}, {256, 2048}, {2048, 2048}, {5632, 2048}, {5632, 2048}, {2048, 5632}}, 22, {0, 0}};
-const Shapes kQwen{"qwen05", {{896, 896}, {128, 896}, {128, 896}, {896, 896}, {4864, 896}, {4864, 896}, {896, 4864}}, 24, {151936, 896}};
+// q, k, v, o, gate, up, down: each its own region here, where the model runs q, k and v in one
+// and gate and up in one (ops::matmul_group).
+const Shapes kTinyLlama{"tinyllama",
+                        {{2048, 2048}, {256, 2048}, {256, 2048}, {2048, 2048}, {5632, 2048}, {5632, 2048}, {2048, 5632}},
+                        22,
+                        {0, 0}};
+const Shapes kQwen{"qwen05",
+                   {{896, 896}, {128, 896}, {128, 896}, {896, 896}, {4864, 896}, {4864, 896}, {896, 4864}},
+                   24,
+                   {151936, 896}};
 
 std::vector<std::pair<int64_t, int64_t>> all_matrices(const Shapes& s) {
   std::vector<std::pair<int64_t, int64_t>> all;
