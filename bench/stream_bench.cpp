@@ -131,13 +131,17 @@ void bm_stream(benchmark::State& state, GgmlType t, const Shapes* shapes, int64_
       sq::kernels::quantize_activation(vt, xf.data(), x.data() + xs * static_cast<size_t>(i), m.cols);
     }
   }
+  // Each matrix's activations, looked up once rather than inside the timed loop.
+  std::vector<const uint8_t*> act_of;
+  for (const Matrix& m : stack) act_of.push_back(acts.at(m.cols).data());
   std::vector<float> out(static_cast<size_t>(max_rows * tokens));
   int64_t weights = 0;
   for (const Matrix& m : stack) weights += m.rows * m.cols;
   sq::ThreadPool pool(threads);
   for (auto _ : state) {
-    for (const Matrix& m : stack) {
-      const uint8_t* x = acts[m.cols].data();
+    for (size_t i = 0; i < stack.size(); ++i) {
+      const Matrix& m = stack[i];
+      const uint8_t* x = act_of[i];
       const size_t xs = sq::kernels::row_bytes(vt, m.cols);
       auto rows = [&](int64_t r0, int64_t r1) {
         const uint8_t* w = m.data + m.row_bytes * static_cast<size_t>(r0);
