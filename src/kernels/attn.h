@@ -28,13 +28,17 @@ struct AttnKernels {
   void (*axpy_f32)(float w, const float* v, float* out, int64_t n);
   void (*axpy_f16)(float w, const uint16_t* v, float* out, int64_t n);
   void (*exp_sub)(float* x, float m, int64_t n);
-  // Many keys at once, each with dot_f16's order: out[p] = dot_f16(q, k + p * stride, n) for p in
-  // [0, n_keys). Saves the call per key, which dominates when heads are small.
-  void (*dots_f16)(const float* q, const uint16_t* k, size_t stride, int64_t n_keys, int64_t n,
-                   float* out);
-  // axpy_f16(w[p], v + p * stride, out, n) for p = 0, 1, .., n_keys - 1, in that order.
-  void (*accum_f16)(const float* w, const uint16_t* v, size_t stride, int64_t n_keys, float* out,
-                    int64_t n);
+  // Many keys against the queries that share them (grouped-query attention: the query heads of
+  // one key/value head), each pair with dot_f16's order: out[h * out_stride + p] =
+  // dot_f16(q + h * q_stride, k + p * stride, n) for h in [0, n_q) and p in [0, n_keys). Saves the
+  // call per key, which dominates when heads are small, and lets the variants convert a key row
+  // once for all the queries and fold sixteen keys' lanes at a time.
+  void (*dots_f16)(const float* q, size_t q_stride, int64_t n_q, const uint16_t* k, size_t stride,
+                   int64_t n_keys, int64_t n, float* out, size_t out_stride);
+  // For each h in [0, n_q): axpy_f16(w[h * w_stride + p], v + p * stride, out + h * out_stride, n)
+  // for p = 0, 1, .., n_keys - 1, in that order.
+  void (*accum_f16)(const float* w, size_t w_stride, int64_t n_q, const uint16_t* v, size_t stride,
+                    int64_t n_keys, float* out, size_t out_stride, int64_t n);
 };
 
 // The reference exponential of one value, as exp_sub computes it.

@@ -98,14 +98,106 @@ void exp_sub_avx2(float* x, float m, int64_t n) {
   for (; i < n; ++i) x[i] = exp_scalar(x[i] - m);
 }
 
-void dots_f16_avx2(const float* q, const uint16_t* k, size_t stride, int64_t n_keys, int64_t n,
-                   float* out) {
-  for (int64_t p = 0; p < n_keys; ++p) out[p] = dot_f16_avx2(q, k + static_cast<size_t>(p) * stride, n);
+__m256 cvt8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+// Four keys' sixteen lanes (lo[j]: lanes 0-7 of key j, hi[j]: lanes 8-15) folded at once: the
+// additions of Lanes::total, each on the same two operands. Key j's total ends in element j.
+[[gnu::always_inline]] inline __m128 fold4(const __m256* lo, const __m256* hi) {
+  __m256 t[4];
+  for (int j = 0; j < 4; ++j) t[j] = _mm256_add_ps(lo[j], hi[j]);  // s[j] + s[j + 8]
+  // s[j] + s[j + 4]: 128-bit half r of u[i] holds key 2 * i + r.
+  const __m256 u0 = _mm256_add_ps(_mm256_permute2f128_ps(t[0], t[1], 0x20), _mm256_permute2f128_ps(t[0], t[1], 0x31));
+  const __m256 u1 = _mm256_add_ps(_mm256_permute2f128_ps(t[2], t[3], 0x20), _mm256_permute2f128_ps(t[2], t[3], 0x31));
+  // s[j] + s[j + 2], pairs of lanes as doubles: half r holds keys r and 2 + r.
+  const __m256d x = _mm256_castps_pd(u0), y = _mm256_castps_pd(u1);
+  const __m256 v = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(x, y)), _mm256_castpd_ps(_mm256_unpackhi_pd(x, y)));
+  // s[0] + s[1]: elements 0, 1 of half r hold keys r and 2 + r.
+  const __m256 e = _mm256_add_ps(_mm256_shuffle_ps(v, v, 0x88), _mm256_shuffle_ps(v, v, 0xDD));
+  return _mm256_castps256_ps128(_mm256_permutevar8x32_ps(e, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0)));
 }
 
-void accum_f16_avx2(const float* w, const uint16_t* v, size_t stride, int64_t n_keys, float* out,
-                    int64_t n) {
-  for (int64_t p = 0; p < n_keys; ++p) axpy_f16_avx2(w[p], v + static_cast<size_t>(p) * stride, out, n);
+void dots_f16_avx2(const float* q, size_t q_stride, int64_t n_q, const uint16_t* k, size_t stride,
+                   int64_t n_keys, int64_t n, float* out, size_t out_stride) {
+  for (int64_t h = 0; h < n_q; ++h) {
+    const float* qh = q + static_cast<size_t>(h) * q_stride;
+    float* oh = out + static_cast<size_t>(h) * out_stride;
+    int64_t p = 0;
+    if (n % 16 == 0) {
+      // Four keys at a time, every key's lanes starting at +0 as dot_f16_avx2's do.
+      for (; p + 4 <= n_keys; p += 4) {
+        const uint16_t* kp = k + static_cast<size_t>(p) * stride;
+        __m256 lo[4], hi[4];
+        for (int j = 0; j < 4; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16) {
+          const __m256 q0 = _mm256_loadu_ps(qh + i), q1 = _mm256_loadu_ps(qh + i + 8);
+          for (int j = 0; j < 4; ++j) {
+            const uint16_t* row = kp + static_cast<size_t>(j) * stride + i;
+            lo[j] = _mm256_add_ps(lo[j], _mm256_mul_ps(q0, cvt8(row)));
+            hi[j] = _mm256_add_ps(hi[j], _mm256_mul_ps(q1, cvt8(row + 8)));
+          }
+        }
+        _mm_storeu_ps(oh + p, fold4(lo, hi));
+      }
+    }
+    for (; p < n_keys; ++p) oh[p] = dot_f16_avx2(qh, k + static_cast<size_t>(p) * stride, n);
+  }
+}
+
+// NH queries by C registers of eight columns, held in registers across all the keys; each key
+// row is converted once for the NH queries.
+template <int NH, int C>
+void accum_block(const float* w, size_t w_stride, const uint16_t* v, size_t stride, int64_t n_keys,
+                 float* out, size_t out_stride) {
+  __m256 acc[NH][C];
+#pragma GCC unroll 4
+  for (int h = 0; h < NH; ++h) {
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) acc[h][c] = _mm256_loadu_ps(out + static_cast<size_t>(h) * out_stride + 8 * c);
+  }
+  for (int64_t p = 0; p < n_keys; ++p) {
+    const uint16_t* row = v + static_cast<size_t>(p) * stride;
+    __m256 x[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) x[c] = cvt8(row + 8 * c);
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; ++h) {
+      const __m256 wv = _mm256_set1_ps(w[static_cast<size_t>(h) * w_stride + static_cast<size_t>(p)]);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) acc[h][c] = _mm256_add_ps(acc[h][c], _mm256_mul_ps(wv, x[c]));
+    }
+  }
+#pragma GCC unroll 4
+  for (int h = 0; h < NH; ++h) {
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) _mm256_storeu_ps(out + static_cast<size_t>(h) * out_stride + 8 * c, acc[h][c]);
+  }
+}
+
+using AccumBlock = void (*)(const float*, size_t, const uint16_t*, size_t, int64_t, float*, size_t);
+constexpr AccumBlock kAccum[2][4] = {{accum_block<1, 1>, accum_block<1, 2>, accum_block<1, 3>, accum_block<1, 4>},
+                                     {accum_block<2, 1>, accum_block<2, 2>, accum_block<2, 3>, accum_block<2, 4>}};
+
+void accum_f16_avx2(const float* w, size_t w_stride, int64_t n_q, const uint16_t* v, size_t stride,
+                    int64_t n_keys, float* out, size_t out_stride, int64_t n) {
+  // Two queries by up to 32 columns at a time, and the columns past the last eight one by one:
+  // each element still sees its additions in increasing key order.
+  const int64_t vec = n / 8 * 8;
+  for (int64_t h = 0; h < n_q; h += 2) {
+    const int64_t nh = n_q - h < 2 ? n_q - h : 2;
+    for (int64_t i = 0; i < vec; i += 32) {
+      const int64_t regs = (vec - i < 32 ? vec - i : 32) / 8;
+      kAccum[nh - 1][regs - 1](w + static_cast<size_t>(h) * w_stride, w_stride, v + i, stride, n_keys,
+                               out + static_cast<size_t>(h) * out_stride + i, out_stride);
+    }
+    for (int64_t g = h; g < h + nh; ++g) {
+      const float* wg = w + static_cast<size_t>(g) * w_stride;
+      float* og = out + static_cast<size_t>(g) * out_stride;
+      for (int64_t p = 0; p < n_keys; ++p) {
+        const uint16_t* row = v + static_cast<size_t>(p) * stride;
+        for (int64_t i = vec; i < n; ++i) og[i] = og[i] + wg[p] * half(row[i]);
+      }
+    }
+  }
 }
 
 }  // namespace

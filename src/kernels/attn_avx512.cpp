@@ -118,35 +118,160 @@ void exp_sub_avx512(float* x, float m, int64_t n) {
   for (; i < n; ++i) x[i] = exp_scalar(x[i] - m);
 }
 
-void dots_f16_avx512(const float* q, const uint16_t* k, size_t stride, int64_t n_keys, int64_t n,
-                     float* out) {
-  if (n > 16) {
-    for (int64_t p = 0; p < n_keys; ++p) out[p] = dot_f16_avx512(q, k + static_cast<size_t>(p) * stride, n);
-    return;
+// Sixteen keys' lane sums folded at once, a[j] holding key j's sixteen lanes: the additions of
+// fold(), each on the same two operands, done for sixteen keys with a register per step. Key j's
+// total ends in lane j.
+// GCC 12 warns that the plain forms of these shuffles read an uninitialised register: masked forms
+// with every lane selected.
+template <int Imm>
+__m512 quarters(__m512 a, __m512 b) {
+  return _mm512_mask_shuffle_f32x4(_mm512_setzero_ps(), 0xFFFF, a, b, Imm);
+}
+template <int Imm>
+__m512 pairs(__m512 a, __m512 b) {
+  return _mm512_mask_shuffle_ps(_mm512_setzero_ps(), 0xFFFF, a, b, Imm);
+}
+
+[[gnu::always_inline]] inline __m512 fold16(const __m512* a) {
+  // s[j] + s[j + 8]: 128-bit quarters 0 + 2 and 1 + 3, two keys per register.
+  __m512 b[8];
+  for (int m = 0; m < 8; ++m) {
+    b[m] = _mm512_add_ps(quarters<0x44>(a[2 * m], a[2 * m + 1]), quarters<0xEE>(a[2 * m], a[2 * m + 1]));
   }
-  // One register per key, q loaded once (the tail path of dot_f16_avx512 with i = 0).
-  const __mmask16 m = n == 16 ? static_cast<__mmask16>(0xFFFF) : tail_mask(n);
-  const __m512 qv = _mm512_maskz_loadu_ps(m, q);
-  const __m512 zero = _mm512_setzero_ps();
-  for (int64_t p = 0; p < n_keys; ++p) {
-    const __m512 prod = _mm512_mul_ps(qv, cvtph_tail(m, k + static_cast<size_t>(p) * stride));
-    out[p] = fold(_mm512_mask_add_ps(zero, m, zero, prod));
+  // s[j] + s[j + 4]: quarter r of c holds key 4 * i + r's four sums.
+  __m512 c[4];
+  for (int i = 0; i < 4; ++i) {
+    c[i] = _mm512_add_ps(quarters<0x88>(b[2 * i], b[2 * i + 1]), quarters<0xDD>(b[2 * i], b[2 * i + 1]));
+  }
+  // s[j] + s[j + 2], pairs of lanes as doubles.
+  __m512 d[2];
+  for (int i = 0; i < 2; ++i) {
+    const __m512d x = _mm512_castps_pd(c[2 * i]), y = _mm512_castps_pd(c[2 * i + 1]);
+    const __m512d zero = _mm512_setzero_pd();
+    d[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_mask_unpacklo_pd(zero, 0xFF, x, y)),
+                         _mm512_castpd_ps(_mm512_mask_unpackhi_pd(zero, 0xFF, x, y)));
+  }
+  // s[0] + s[1]: lane 4 * r + m now holds key r + 4 * m.
+  const __m512 e = _mm512_add_ps(pairs<0xDD>(d[0], d[1]), pairs<0x88>(d[0], d[1]));
+  return _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), 0xFFFF,
+                                    _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), e);
+}
+
+// The longest head dot_f16's sixteen-key path takes (its key rows are converted to a buffer on
+// the stack).
+constexpr int64_t kMaxGroupDim = 256;
+
+// Queries against sixteen keys, n a multiple of 16: key row j's element i at row(j)[i]; every
+// key's lanes start at +0 and take the products chunk by chunk, as dot_f16_avx512 does.
+template <class Row>
+void dots16(const float* q, size_t q_stride, int64_t n_q, int64_t n, Row row, float* out, size_t out_stride) {
+  for (int64_t h = 0; h < n_q; ++h) {
+    const float* qh = q + static_cast<size_t>(h) * q_stride;
+    __m512 a[16];
+#pragma GCC unroll 16
+    for (__m512& x : a) x = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+      const __m512 qv = _mm512_loadu_ps(qh + i);
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) a[j] = _mm512_add_ps(a[j], _mm512_mul_ps(qv, row(j, i)));
+    }
+    _mm512_storeu_ps(out + static_cast<size_t>(h) * out_stride, fold16(a));
   }
 }
 
-void accum_f16_avx512(const float* w, const uint16_t* v, size_t stride, int64_t n_keys, float* out,
-                      int64_t n) {
-  // Sixteen columns at a time held in a register across all keys: each element still sees its
-  // additions in increasing key order.
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail_mask(n - i);
-    __m512 acc = _mm512_maskz_loadu_ps(m, out + i);
-    const uint16_t* col = v + i;
-    for (int64_t p = 0; p < n_keys; ++p) {
-      const __m512 x = cvtph_tail(m, col + static_cast<size_t>(p) * stride);
-      acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(w[p]), x));
+void dots_f16_avx512(const float* q, size_t q_stride, int64_t n_q, const uint16_t* k, size_t stride,
+                     int64_t n_keys, int64_t n, float* out, size_t out_stride) {
+  int64_t p = 0;
+  if (n % 16 == 0 && n <= kMaxGroupDim) {
+    alignas(64) float rows[16 * kMaxGroupDim];
+    for (; p + 16 <= n_keys; p += 16) {
+      const uint16_t* kp = k + static_cast<size_t>(p) * stride;
+      if (n_q == 1) {
+        dots16(q, q_stride, n_q, n, [&](int j, int64_t i) { return cvtph(kp + static_cast<size_t>(j) * stride + i); },
+               out + p, out_stride);
+      } else {
+        // Converted once for all the queries.
+        for (int j = 0; j < 16; ++j) {
+          for (int64_t i = 0; i < n; i += 16) _mm512_store_ps(rows + j * n + i, cvtph(kp + static_cast<size_t>(j) * stride + i));
+        }
+        dots16(q, q_stride, n_q, n, [&](int j, int64_t i) { return _mm512_load_ps(rows + j * n + i); }, out + p,
+               out_stride);
+      }
     }
-    _mm512_mask_storeu_ps(out + i, m, acc);
+  }
+  for (int64_t h = 0; h < n_q; ++h) {
+    const float* qh = q + static_cast<size_t>(h) * q_stride;
+    float* oh = out + static_cast<size_t>(h) * out_stride;
+    if (n > 16) {
+      for (int64_t r = p; r < n_keys; ++r) oh[r] = dot_f16_avx512(qh, k + static_cast<size_t>(r) * stride, n);
+      continue;
+    }
+    // One register per key, q loaded once (the tail path of dot_f16_avx512 with i = 0).
+    const __mmask16 m = n == 16 ? static_cast<__mmask16>(0xFFFF) : tail_mask(n);
+    const __m512 qv = _mm512_maskz_loadu_ps(m, qh);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t r = p; r < n_keys; ++r) {
+      const __m512 prod = _mm512_mul_ps(qv, cvtph_tail(m, k + static_cast<size_t>(r) * stride));
+      oh[r] = fold(_mm512_mask_add_ps(zero, m, zero, prod));
+    }
+  }
+}
+
+// NH queries' sums over C registers of columns (the last one masked by `last`), held in registers
+// across all the keys; each key row is converted once for the NH queries.
+template <int NH, int C>
+void accum_block(const float* w, size_t w_stride, const uint16_t* v, size_t stride, int64_t n_keys,
+                 float* out, size_t out_stride, __mmask16 last) {
+  __mmask16 m[C];
+#pragma GCC unroll 4
+  for (int c = 0; c < C; ++c) m[c] = c + 1 == C ? last : static_cast<__mmask16>(0xFFFF);
+  __m512 acc[NH][C];
+#pragma GCC unroll 4
+  for (int h = 0; h < NH; ++h) {
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) acc[h][c] = _mm512_maskz_loadu_ps(m[c], out + static_cast<size_t>(h) * out_stride + 16 * c);
+  }
+  for (int64_t p = 0; p < n_keys; ++p) {
+    const uint16_t* row = v + static_cast<size_t>(p) * stride;
+    __m512 x[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) x[c] = cvtph_tail(m[c], row + 16 * c);
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; ++h) {
+      const __m512 wv = _mm512_set1_ps(w[static_cast<size_t>(h) * w_stride + static_cast<size_t>(p)]);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) acc[h][c] = _mm512_add_ps(acc[h][c], _mm512_mul_ps(wv, x[c]));
+    }
+  }
+#pragma GCC unroll 4
+  for (int h = 0; h < NH; ++h) {
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) _mm512_mask_storeu_ps(out + static_cast<size_t>(h) * out_stride + 16 * c, m[c], acc[h][c]);
+  }
+}
+
+using AccumBlock = void (*)(const float*, size_t, const uint16_t*, size_t, int64_t, float*, size_t, __mmask16);
+
+template <int NH>
+constexpr AccumBlock kAccumByWidth[4] = {accum_block<NH, 1>, accum_block<NH, 2>, accum_block<NH, 3>, accum_block<NH, 4>};
+
+void accum_f16_avx512(const float* w, size_t w_stride, int64_t n_q, const uint16_t* v, size_t stride,
+                      int64_t n_keys, float* out, size_t out_stride, int64_t n) {
+  // Up to four queries by up to 64 columns at a time: each element still sees its additions in
+  // increasing key order.
+  for (int64_t h = 0; h < n_q; h += 4) {
+    const int64_t nh = n_q - h < 4 ? n_q - h : 4;
+    for (int64_t i = 0; i < n; i += 64) {
+      const int64_t cols = n - i < 64 ? n - i : 64;
+      const int64_t regs = (cols + 15) / 16;
+      const __mmask16 last = cols % 16 == 0 ? static_cast<__mmask16>(0xFFFF) : tail_mask(cols % 16);
+      const AccumBlock f = nh == 4   ? kAccumByWidth<4>[regs - 1]
+                           : nh == 3 ? kAccumByWidth<3>[regs - 1]
+                           : nh == 2 ? kAccumByWidth<2>[regs - 1]
+                                     : kAccumByWidth<1>[regs - 1];
+      f(w + static_cast<size_t>(h) * w_stride, w_stride, v + i, stride, n_keys,
+        out + static_cast<size_t>(h) * out_stride + i, out_stride, last);
+    }
   }
 }
 

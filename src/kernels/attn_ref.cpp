@@ -32,14 +32,22 @@ void exp_sub_ref(float* x, float m, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = exp_ref(x[i] - m);
 }
 
-void dots_f16_ref(const float* q, const uint16_t* k, size_t stride, int64_t n_keys, int64_t n,
-                   float* out) {
-  for (int64_t p = 0; p < n_keys; ++p) out[p] = dot_f16_ref(q, k + static_cast<size_t>(p) * stride, n);
+void dots_f16_ref(const float* q, size_t q_stride, int64_t n_q, const uint16_t* k, size_t stride,
+                  int64_t n_keys, int64_t n, float* out, size_t out_stride) {
+  for (int64_t h = 0; h < n_q; ++h) {
+    const float* qh = q + static_cast<size_t>(h) * q_stride;
+    float* oh = out + static_cast<size_t>(h) * out_stride;
+    for (int64_t p = 0; p < n_keys; ++p) oh[p] = dot_f16_ref(qh, k + static_cast<size_t>(p) * stride, n);
+  }
 }
 
-void accum_f16_ref(const float* w, const uint16_t* v, size_t stride, int64_t n_keys, float* out,
-                    int64_t n) {
-  for (int64_t p = 0; p < n_keys; ++p) axpy_f16_ref(w[p], v + static_cast<size_t>(p) * stride, out, n);
+void accum_f16_ref(const float* w, size_t w_stride, int64_t n_q, const uint16_t* v, size_t stride,
+                   int64_t n_keys, float* out, size_t out_stride, int64_t n) {
+  for (int64_t h = 0; h < n_q; ++h) {
+    const float* wh = w + static_cast<size_t>(h) * w_stride;
+    float* oh = out + static_cast<size_t>(h) * out_stride;
+    for (int64_t p = 0; p < n_keys; ++p) axpy_f16_ref(wh[p], v + static_cast<size_t>(p) * stride, oh, n);
+  }
 }
 
 }  // namespace

@@ -53,9 +53,20 @@ struct RowReader<KvType::Q8_0> {
 // that run out take a few heads at a time from the others' pairs.
 int64_t heads_per_piece(const AttentionShape& s) { return std::max<int32_t>(1, s.n_head / 4); }
 
+// The query heads of (token, head) pairs [j, j1) that share token j's key/value head with pair j:
+// the end of that run.
+int64_t same_kv_head_end(int64_t j, int64_t j1, const AttentionShape& s) {
+  const int32_t group = s.n_head / s.n_head_kv;
+  const int64_t t = j / s.n_head;
+  const int64_t h = j % s.n_head;
+  return std::min(j1, t * s.n_head + (h / group + 1) * group);
+}
+
 // Scores of one query against positions [0, n_keys) of a kv head, and the weighted sum of their
-// values, through the attention kernels (F32 and F16 rows are read in place; Q8_0 rows are
-// dequantized first).
+// values, through the attention kernels. F16 rows (the default cache) are read in place, by all
+// the queries of a key/value head at once where the split gives a thread several of them (each
+// pair's operations stay the same); F32 rows are read in place one query at a time, and Q8_0 rows
+// are dequantized first.
 template <KvType T>
 void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, const AttentionShape& s,
             float* out, ThreadPool& pool) {
@@ -65,19 +76,29 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t n_ctx = pos0 + n_tokens;
   pool.parallel_for_balanced(n_tokens * s.n_head, [&](int64_t j0, int64_t j1) {
-    std::vector<float> scores(static_cast<size_t>(n_ctx));
+    std::vector<float> scores(static_cast<size_t>(n_ctx * (T == KvType::F16 ? group : 1)));
     std::vector<float> row(static_cast<size_t>(hd));
-    for (int64_t j = j0; j < j1; ++j) {
+    for (int64_t j = j0; j < j1;) {
+      const int64_t je = T == KvType::F16 ? same_kv_head_end(j, j1, s) : j + 1;
+      const int64_t n_q = je - j;
       const int64_t t = j / s.n_head;
       const int32_t h = static_cast<int32_t>(j % s.n_head);
       const int64_t first = static_cast<int64_t>(h / group) * hd;
       const float* qh = q + (t * s.n_head + h) * hd;
+      float* oh = out + (t * s.n_head + h) * hd;
       const int64_t n_keys = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
       if constexpr (T == KvType::F16) {
-        // F16 rows, the default cache: all keys in one kernel call.
-        K.dots_f16(qh, reinterpret_cast<const uint16_t*>(kv.k) + first, kv.row_bytes / 2, n_keys, hd,
-                   scores.data());
-        for (int64_t p = 0; p < n_keys; ++p) scores[static_cast<size_t>(p)] *= scale;
+        const auto qs = static_cast<size_t>(hd), ss = static_cast<size_t>(n_keys);
+        K.dots_f16(qh, qs, n_q, reinterpret_cast<const uint16_t*>(kv.k) + first, kv.row_bytes / 2, n_keys, hd,
+                   scores.data(), ss);
+        for (int64_t i = 0; i < n_q; ++i) {
+          float* sc = scores.data() + static_cast<size_t>(i) * ss;
+          for (int64_t p = 0; p < n_keys; ++p) sc[p] *= scale;
+          softmax(sc, n_keys);
+        }
+        std::fill(oh, oh + n_q * hd, 0.0f);
+        K.accum_f16(scores.data(), ss, n_q, reinterpret_cast<const uint16_t*>(kv.v) + first, kv.row_bytes / 2,
+                    n_keys, oh, qs, hd);
       } else {
         for (int64_t p = 0; p < n_keys; ++p) {
           const uint8_t* kr = kv.k + static_cast<size_t>(p) * kv.row_bytes;
@@ -90,14 +111,8 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
           }
           scores[static_cast<size_t>(p)] = dot * scale;
         }
-      }
-      softmax(scores.data(), n_keys);
-      float* oh = out + (t * s.n_head + h) * hd;
-      std::fill(oh, oh + hd, 0.0f);
-      if constexpr (T == KvType::F16) {
-        K.accum_f16(scores.data(), reinterpret_cast<const uint16_t*>(kv.v) + first, kv.row_bytes / 2,
-                    n_keys, oh, hd);
-      } else {
+        softmax(scores.data(), n_keys);
+        std::fill(oh, oh + hd, 0.0f);
         for (int64_t p = 0; p < n_keys; ++p) {
           const uint8_t* vr = kv.v + static_cast<size_t>(p) * kv.row_bytes;
           const float w = scores[static_cast<size_t>(p)];
@@ -109,6 +124,7 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
           }
         }
       }
+      j = je;
     }
   }, 1, heads_per_piece(s));
 }
@@ -131,10 +147,12 @@ void attend_paged(const float* q, std::span<const AttentionSlice> slices, const 
   }
   const int64_t n_rows = starts.back();
   pool.parallel_for_balanced(n_rows * s.n_head, [&](int64_t j0, int64_t j1) {
-    std::vector<float> scores(static_cast<size_t>(max_ctx));
+    std::vector<float> scores(static_cast<size_t>(max_ctx * (T == KvType::F16 ? group : 1)));
     std::vector<float> row(static_cast<size_t>(hd));
     size_t si = 0;
-    for (int64_t j = j0; j < j1; ++j) {
+    for (int64_t j = j0; j < j1;) {
+      const int64_t je = T == KvType::F16 ? same_kv_head_end(j, j1, s) : j + 1;
+      const int64_t n_q = je - j;
       const int64_t r = j / s.n_head;
       while (starts[si + 1] <= r) ++si;
       const AttentionSlice& sl = slices[si];
@@ -143,6 +161,7 @@ void attend_paged(const float* q, std::span<const AttentionSlice> slices, const 
       const int32_t h = static_cast<int32_t>(j % s.n_head);
       const int64_t first = static_cast<int64_t>(h / group) * hd;
       const float* qh = q + ((sl.first + t) * s.n_head + h) * hd;
+      float* oh = out + ((sl.first + t) * s.n_head + h) * hd;
       const int64_t n_keys = sl.pos0 + t + 1;
       const int64_t bs = kv.block_size;
       const size_t block_bytes = static_cast<size_t>(bs) * kv.row_bytes;
@@ -155,11 +174,21 @@ void attend_paged(const float* q, std::span<const AttentionSlice> slices, const 
                static_cast<size_t>(p % bs) * kv.row_bytes;
       };
       if constexpr (T == KvType::F16) {
+        const auto qs = static_cast<size_t>(hd), ss = static_cast<size_t>(n_keys);
         for (int64_t p0 = 0; p0 < n_keys; p0 += bs) {
-          K.dots_f16(qh, reinterpret_cast<const uint16_t*>(key_row(p0)) + first, kv.row_bytes / 2,
-                     std::min(bs, n_keys - p0), hd, scores.data() + p0);
+          K.dots_f16(qh, qs, n_q, reinterpret_cast<const uint16_t*>(key_row(p0)) + first, kv.row_bytes / 2,
+                     std::min(bs, n_keys - p0), hd, scores.data() + p0, ss);
         }
-        for (int64_t p = 0; p < n_keys; ++p) scores[static_cast<size_t>(p)] *= scale;
+        for (int64_t i = 0; i < n_q; ++i) {
+          float* sc = scores.data() + static_cast<size_t>(i) * ss;
+          for (int64_t p = 0; p < n_keys; ++p) sc[p] *= scale;
+          softmax(sc, n_keys);
+        }
+        std::fill(oh, oh + n_q * hd, 0.0f);
+        for (int64_t p0 = 0; p0 < n_keys; p0 += bs) {
+          K.accum_f16(scores.data() + p0, ss, n_q, reinterpret_cast<const uint16_t*>(value_row(p0)) + first,
+                      kv.row_bytes / 2, std::min(bs, n_keys - p0), oh, qs, hd);
+        }
       } else {
         for (int64_t p = 0; p < n_keys; ++p) {
           const uint8_t* kr = key_row(p);
@@ -172,16 +201,8 @@ void attend_paged(const float* q, std::span<const AttentionSlice> slices, const 
           }
           scores[static_cast<size_t>(p)] = dot * scale;
         }
-      }
-      softmax(scores.data(), n_keys);
-      float* oh = out + ((sl.first + t) * s.n_head + h) * hd;
-      std::fill(oh, oh + hd, 0.0f);
-      if constexpr (T == KvType::F16) {
-        for (int64_t p0 = 0; p0 < n_keys; p0 += bs) {
-          K.accum_f16(scores.data() + p0, reinterpret_cast<const uint16_t*>(value_row(p0)) + first,
-                      kv.row_bytes / 2, std::min(bs, n_keys - p0), oh, hd);
-        }
-      } else {
+        softmax(scores.data(), n_keys);
+        std::fill(oh, oh + hd, 0.0f);
         for (int64_t p = 0; p < n_keys; ++p) {
           const uint8_t* vr = value_row(p);
           const float w = scores[static_cast<size_t>(p)];
@@ -193,6 +214,7 @@ void attend_paged(const float* q, std::span<const AttentionSlice> slices, const 
           }
         }
       }
+      j = je;
     }
   }, 1, heads_per_piece(s));
 }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <string>
 #include <vector>
 
 #include "base/detmath.h"
@@ -269,6 +271,45 @@ void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, Thr
   pool.parallel_for_balanced(total, rows, kRowGrain, rows_of(piece));
 }
 
+RoundedInput gate_up_swiglu_rounded(const TensorView& gate, const TensorView& up, std::span<const MatmulPart> down,
+                                    const RoundedInput& in, float* gate_out, float* up_out, ThreadPool& pool) {
+  const int64_t n_tokens = in.n_tokens;
+  if (n_tokens != 1 || gate.ne[1] != up.ne[1]) {
+    const MatmulPart gate_up[] = {{&gate, gate_out, nullptr}, {&up, up_out, nullptr}};
+    matmul_group(gate_up, in, pool);
+    return swiglu_rounded(down, gate_out, up_out, n_tokens, gate_out, pool);
+  }
+  for (const TensorView* w : {&gate, &up}) {
+    check_matrix(*w, nullptr);
+    if (w->ne[0] != in.n_in) {
+      fail<InvalidArgument>("matmul: tensor '{}' takes {} inputs; its input rows have {}", w->name, w->ne[0],
+                            in.n_in);
+    }
+  }
+  const int64_t n_ff = gate.ne[1];
+  RoundedInput out = input_for(down, gate_out, n_tokens);
+  if (out.n_in != n_ff) {
+    fail<InvalidArgument>("feed-forward: '{}' gives {} values; '{}' takes {}", gate.name, n_ff,
+                          down.empty() ? std::string("down") : down[0].w->name, out.n_in);
+  }
+  // Pieces of hidden units: whole row tiles, and whole blocks of every rounded format.
+  int64_t grain = kRowGrain;
+  for (const RoundedInput::Format& f : out.formats) grain = std::lcm(grain, type_info(f.type)->block_elems);
+  const PartInput gate_in = part_input(in, gate), up_in = part_input(in, up);
+  auto units = [&](int64_t a, int64_t b) {
+    product_rows(gate, gate_in, 1, nullptr, gate_out, a, b);
+    product_rows(up, up_in, 1, nullptr, up_out, a, b);
+    swiglu(gate_out + a, up_out + a, gate_out + a, b - a);
+    for (RoundedInput::Format& f : out.formats) {
+      kernels::quantize_activation(f.type, gate_out + a, f.data.data() + kernels::row_bytes(f.type, a), b - a);
+    }
+  };
+  const size_t unit_bytes = gate.row_size() + up.row_size();
+  const int64_t piece = std::max<int64_t>(grain, static_cast<int64_t>(kStealBytes / unit_bytes) / grain * grain);
+  pool.parallel_for_balanced(n_ff, units, grain, piece);
+  return out;
+}
+
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out) {
   if (table.empty() || !type_supported(table.type)) {
     fail<UnsupportedError>("embedding '{}' has type {}, which squeeze cannot read", table.name,
@@ -393,18 +434,35 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 void softmax(float* x, int64_t n) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
-  if (mx == -std::numeric_limits<float>::infinity()) {
-    for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / static_cast<float>(n);
+  // Sixteen running maxima and sixteen partial sums (element i in lane i % 16), folded at the end:
+  // the loops vectorize, and no chain of dependent additions limits them. The same order on every
+  // machine; the maximum is exact whatever the order.
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  float lane_max[16];
+  std::fill(lane_max, lane_max + 16, kNegInf);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) lane_max[j] = std::max(lane_max[j], x[i + j]);
+  }
+  for (int j = 0; i + j < n; ++j) lane_max[j] = std::max(lane_max[j], x[i + j]);
+  float mx = lane_max[0];
+  for (int j = 1; j < 16; ++j) mx = std::max(mx, lane_max[j]);
+  if (mx == kNegInf) {
+    for (int64_t k = 0; k < n; ++k) x[k] = 1.0f / static_cast<float>(n);
     return;
   }
   // squeeze's own exponential: the same bits on every machine (DESIGN.md, invariant 3).
   kernels::attn_kernels().exp_sub(x, mx, n);
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += x[i];
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+  double lane_sum[16] = {};
+  for (i = 0; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) lane_sum[j] += x[i + j];
+  }
+  for (int j = 0; i + j < n; ++j) lane_sum[j] += x[i + j];
+  for (int width = 8; width >= 1; width /= 2) {
+    for (int j = 0; j < width; ++j) lane_sum[j] = lane_sum[j] + lane_sum[j + width];
+  }
+  const float inv = static_cast<float>(1.0 / lane_sum[0]);
+  for (int64_t k = 0; k < n; ++k) x[k] *= inv;
 }
 
 }  // namespace ops

@@ -57,39 +57,63 @@ TEST(AttnKernels, EveryVariantMatchesReferenceBitForBit) {
   }
 }
 
-// The many-key kernels against the reference, with rows in a strided cache and zero products of
-// both signs (a lane that only ever saw -0 must stay -0, as in the scalar order).
+// The many-key kernels against the reference, for one query and for groups of queries that share
+// the keys (grouped-query attention), with rows in a strided cache, outputs in strided rows, and
+// zero products of both signs (a lane that only ever saw -0 must stay -0, as in the scalar order).
+// Head sizes cover the sixteen-key path (multiples of 16 up to 256), the others, and key counts
+// that leave a remainder after blocks of sixteen.
 TEST(AttnKernels, ManyKeysMatchReferenceBitForBit) {
   const AttnKernels& ref = attn_kernels_ref();
   auto variants = available();
   if (variants.empty()) GTEST_SKIP() << "this CPU has no SIMD variant of the attention kernels";
   Rng rng(13);
-  for (int64_t n : {1, 8, 15, 16, 17, 32, 64, 100, 128}) {
-    for (int64_t n_keys : {1, 3, 16, 40}) {
-      const auto stride = static_cast<size_t>(n + 5);
-      std::vector<float> q(static_cast<size_t>(n)), w(static_cast<size_t>(n_keys)), out0(q.size());
-      std::vector<uint16_t> rows(stride * static_cast<size_t>(n_keys));
-      for (float& x : q) x = rng.next_u64() % 4 == 0 ? -0.0f : static_cast<float>(rng.next_double() * 4 - 2);
-      for (uint16_t& h : rows) {
-        h = rng.next_u64() % 4 == 0 ? uint16_t{0x8000} : f32_to_fp16(static_cast<float>(rng.next_double() * 4 - 2));
-      }
-      for (float& x : w) x = static_cast<float>(rng.next_double());
-      for (float& x : out0) x = rng.next_u64() % 3 == 0 ? -0.0f : static_cast<float>(rng.next_double() - 0.5);
-      std::vector<float> want(static_cast<size_t>(n_keys)), got(want.size());
-      ref.dots_f16(q.data(), rows.data(), stride, n_keys, n, want.data());
-      for (int64_t p = 0; p < n_keys; ++p) {
-        const float one = ref.dot_f16(q.data(), rows.data() + static_cast<size_t>(p) * stride, n);
-        ASSERT_EQ(0, std::memcmp(&one, &want[static_cast<size_t>(p)], 4));
-      }
-      auto acc_want = out0;
-      ref.accum_f16(w.data(), rows.data(), stride, n_keys, acc_want.data(), n);
-      for (const AttnKernels* v : variants) {
-        SCOPED_TRACE(std::string(v->isa) + " n=" + std::to_string(n) + " keys=" + std::to_string(n_keys));
-        v->dots_f16(q.data(), rows.data(), stride, n_keys, n, got.data());
-        EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
-        auto acc = out0;
-        v->accum_f16(w.data(), rows.data(), stride, n_keys, acc.data(), n);
-        EXPECT_EQ(0, std::memcmp(acc_want.data(), acc.data(), acc.size() * 4));
+  for (int64_t n : {1, 8, 15, 16, 17, 32, 64, 100, 128, 256, 272}) {
+    for (int64_t n_keys : {1, 3, 16, 40, 67}) {
+      for (int64_t n_q : {1, 3, 7}) {
+        const auto stride = static_cast<size_t>(n + 5);
+        const auto q_stride = static_cast<size_t>(n + 3), w_stride = static_cast<size_t>(n_keys + 2);
+        const auto out_stride = static_cast<size_t>(n + 1);
+        std::vector<float> q(q_stride * static_cast<size_t>(n_q)), w(w_stride * static_cast<size_t>(n_q));
+        std::vector<float> out0(out_stride * static_cast<size_t>(n_q));
+        std::vector<uint16_t> rows(stride * static_cast<size_t>(n_keys));
+        for (float& x : q) x = rng.next_u64() % 4 == 0 ? -0.0f : static_cast<float>(rng.next_double() * 4 - 2);
+        for (uint16_t& h : rows) {
+          h = rng.next_u64() % 4 == 0 ? uint16_t{0x8000} : f32_to_fp16(static_cast<float>(rng.next_double() * 4 - 2));
+        }
+        for (float& x : w) x = static_cast<float>(rng.next_double());
+        for (float& x : out0) x = rng.next_u64() % 3 == 0 ? -0.0f : static_cast<float>(rng.next_double() - 0.5);
+        // Scores land in rows of n_keys + 1 with a sentinel after each, which no kernel may touch.
+        const auto s_stride = static_cast<size_t>(n_keys + 1);
+        std::vector<float> want(s_stride * static_cast<size_t>(n_q), 1234.5f), got(want.size(), 1234.5f);
+        ref.dots_f16(q.data(), q_stride, n_q, rows.data(), stride, n_keys, n, want.data(), s_stride);
+        for (int64_t h = 0; h < n_q; ++h) {
+          for (int64_t p = 0; p < n_keys; ++p) {
+            const float one = ref.dot_f16(q.data() + static_cast<size_t>(h) * q_stride,
+                                          rows.data() + static_cast<size_t>(p) * stride, n);
+            ASSERT_EQ(0, std::memcmp(&one, &want[static_cast<size_t>(h) * s_stride + static_cast<size_t>(p)], 4));
+          }
+        }
+        auto acc_want = out0;
+        ref.accum_f16(w.data(), w_stride, n_q, rows.data(), stride, n_keys, acc_want.data(), out_stride, n);
+        for (int64_t h = 0; h < n_q; ++h) {
+          std::vector<float> one(out0.begin() + static_cast<ptrdiff_t>(static_cast<size_t>(h) * out_stride),
+                                 out0.begin() + static_cast<ptrdiff_t>(static_cast<size_t>(h) * out_stride + static_cast<size_t>(n)));
+          for (int64_t p = 0; p < n_keys; ++p) {
+            ref.axpy_f16(w[static_cast<size_t>(h) * w_stride + static_cast<size_t>(p)],
+                         rows.data() + static_cast<size_t>(p) * stride, one.data(), n);
+          }
+          ASSERT_EQ(0, std::memcmp(one.data(), acc_want.data() + static_cast<size_t>(h) * out_stride, one.size() * 4));
+        }
+        for (const AttnKernels* v : variants) {
+          SCOPED_TRACE(std::string(v->isa) + " n=" + std::to_string(n) + " keys=" + std::to_string(n_keys) +
+                       " queries=" + std::to_string(n_q));
+          std::fill(got.begin(), got.end(), 1234.5f);
+          v->dots_f16(q.data(), q_stride, n_q, rows.data(), stride, n_keys, n, got.data(), s_stride);
+          EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
+          auto acc = out0;
+          v->accum_f16(w.data(), w_stride, n_q, rows.data(), stride, n_keys, acc.data(), out_stride, n);
+          EXPECT_EQ(0, std::memcmp(acc_want.data(), acc.data(), acc.size() * 4));
+        }
       }
     }
   }

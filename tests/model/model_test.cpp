@@ -93,6 +93,15 @@ std::vector<InvarianceCase> invariance_cases() {
     q.type = t;
     out.push_back({"llama_" + type_name(t), q});
   }
+  // Heads of 64 with seven query heads per key/value head (Qwen2.5-0.5B's grouping): the attention
+  // kernels' sixteen-key blocks, a remainder of keys, and query groups that threads split.
+  SynthSpec gqa = base;
+  gqa.n_embd = 448;
+  gqa.n_head = 7;
+  gqa.n_head_kv = 1;
+  gqa.n_ff = 320;
+  gqa.type = GgmlType::Q8_0;
+  out.push_back({"llama_gqa7_head64", gqa});
   SynthSpec qwen = base;
   qwen.arch = "qwen2";
   qwen.tied_output = true;
