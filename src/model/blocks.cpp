@@ -326,11 +326,10 @@ void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::ve
       moe_ffn(m, L, cur.data(), n, tmp.data(), pool);
     } else {
       const ops::MatmulPart gate_up[] = {{&L.ffn_gate, gate.data(), nullptr}, {&L.ffn_up, up.data(), nullptr}};
-      const ops::MatmulPart down[] = {{&L.ffn_down, tmp.data(), nullptr}};
-      const ops::RoundedInput normed =
-          ops::rms_norm_rounded(gate_up, x.data(), L.ffn_norm, c.norm_eps, n, cur.data(), pool);
       ops::matmul_group(
-          down, ops::gate_up_swiglu_rounded(L.ffn_gate, L.ffn_up, down, normed, gate.data(), up.data(), pool), pool);
+          gate_up, ops::rms_norm_rounded(gate_up, x.data(), L.ffn_norm, c.norm_eps, n, cur.data(), pool), pool);
+      const ops::MatmulPart down[] = {{&L.ffn_down, tmp.data(), nullptr}};
+      ops::matmul_group(down, ops::swiglu_rounded(down, gate.data(), up.data(), n, gate.data(), pool), pool);
     }
     add_tmp();
   }

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
-#include <string>
 #include <vector>
 
 #include "base/detmath.h"
@@ -269,45 +267,6 @@ void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, Thr
                        : n_tokens <= kTokenBlock ? 2 * kStealBytes
                                                  : kRowBlockBytes;
   pool.parallel_for_balanced(total, rows, kRowGrain, rows_of(piece));
-}
-
-RoundedInput gate_up_swiglu_rounded(const TensorView& gate, const TensorView& up, std::span<const MatmulPart> down,
-                                    const RoundedInput& in, float* gate_out, float* up_out, ThreadPool& pool) {
-  const int64_t n_tokens = in.n_tokens;
-  if (n_tokens != 1 || gate.ne[1] != up.ne[1]) {
-    const MatmulPart gate_up[] = {{&gate, gate_out, nullptr}, {&up, up_out, nullptr}};
-    matmul_group(gate_up, in, pool);
-    return swiglu_rounded(down, gate_out, up_out, n_tokens, gate_out, pool);
-  }
-  for (const TensorView* w : {&gate, &up}) {
-    check_matrix(*w, nullptr);
-    if (w->ne[0] != in.n_in) {
-      fail<InvalidArgument>("matmul: tensor '{}' takes {} inputs; its input rows have {}", w->name, w->ne[0],
-                            in.n_in);
-    }
-  }
-  const int64_t n_ff = gate.ne[1];
-  RoundedInput out = input_for(down, gate_out, n_tokens);
-  if (out.n_in != n_ff) {
-    fail<InvalidArgument>("feed-forward: '{}' gives {} values; '{}' takes {}", gate.name, n_ff,
-                          down.empty() ? std::string("down") : down[0].w->name, out.n_in);
-  }
-  // Pieces of hidden units: whole row tiles, and whole blocks of every rounded format.
-  int64_t grain = kRowGrain;
-  for (const RoundedInput::Format& f : out.formats) grain = std::lcm(grain, type_info(f.type)->block_elems);
-  const PartInput gate_in = part_input(in, gate), up_in = part_input(in, up);
-  auto units = [&](int64_t a, int64_t b) {
-    product_rows(gate, gate_in, 1, nullptr, gate_out, a, b);
-    product_rows(up, up_in, 1, nullptr, up_out, a, b);
-    swiglu(gate_out + a, up_out + a, gate_out + a, b - a);
-    for (RoundedInput::Format& f : out.formats) {
-      kernels::quantize_activation(f.type, gate_out + a, f.data.data() + kernels::row_bytes(f.type, a), b - a);
-    }
-  };
-  const size_t unit_bytes = gate.row_size() + up.row_size();
-  const int64_t piece = std::max<int64_t>(grain, static_cast<int64_t>(kStealBytes / unit_bytes) / grain * grain);
-  pool.parallel_for_balanced(n_ff, units, grain, piece);
-  return out;
 }
 
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out) {

@@ -74,15 +74,6 @@ RoundedInput rms_norm_rounded(std::span<const MatmulPart> parts, const float* x,
 RoundedInput swiglu_rounded(std::span<const MatmulPart> parts, const float* gate, const float* up,
                             int64_t n_tokens, float* out, ThreadPool& pool);
 void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, ThreadPool& pool);
-// The feed-forward gate and up products and the SwiGLU of their outputs rounded for `down`: the
-// bits of matmul_group({gate -> gate_out, up -> up_out}, in) followed by swiglu_rounded(down,
-// gate_out, up_out, n_tokens, gate_out). For one token (generation), in one parallel region: each
-// thread takes hidden units [a, b) of both matrices, and rounds silu(gate) * up over [a, b) for
-// `down` while those values are still in its cache, so that no serial step (and no reading of the
-// other thread's outputs) sits between the products. Pieces are whole blocks of every format of
-// `down`'s input; each block's bytes depend only on its own floats, so the split changes nothing.
-RoundedInput gate_up_swiglu_rounded(const TensorView& gate, const TensorView& up, std::span<const MatmulPart> down,
-                                    const RoundedInput& in, float* gate_out, float* up_out, ThreadPool& pool);
 
 // Looks up rows of an embedding table of any supported type: out[t] = dequantized row tokens[t].
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out);
