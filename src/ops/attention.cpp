@@ -62,6 +62,15 @@ int64_t same_kv_head_end(int64_t j, int64_t j1, const AttentionShape& s) {
   return std::min(j1, t * s.n_head + (h / group + 1) * group);
 }
 
+// Each of n_q rows of scores (n_keys of them, rows ss apart) scaled, then softmax.
+void scaled_softmax(float* scores, int64_t n_q, size_t ss, int64_t n_keys, float scale) {
+  for (int64_t i = 0; i < n_q; ++i) {
+    float* sc = scores + static_cast<size_t>(i) * ss;
+    for (int64_t p = 0; p < n_keys; ++p) sc[p] *= scale;
+    softmax(sc, n_keys);
+  }
+}
+
 // Scores of one query against positions [0, n_keys) of a kv head, and the weighted sum of their
 // values, through the attention kernels. F16 rows (the default cache) are read in place, by all
 // the queries of a key/value head at once where the split gives a thread several of them (each
@@ -91,11 +100,7 @@ void attend(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0, co
         const auto qs = static_cast<size_t>(hd), ss = static_cast<size_t>(n_keys);
         K.dots_f16(qh, qs, n_q, reinterpret_cast<const uint16_t*>(kv.k) + first, kv.row_bytes / 2, n_keys, hd,
                    scores.data(), ss);
-        for (int64_t i = 0; i < n_q; ++i) {
-          float* sc = scores.data() + static_cast<size_t>(i) * ss;
-          for (int64_t p = 0; p < n_keys; ++p) sc[p] *= scale;
-          softmax(sc, n_keys);
-        }
+        scaled_softmax(scores.data(), n_q, ss, n_keys, scale);
         std::fill(oh, oh + n_q * hd, 0.0f);
         K.accum_f16(scores.data(), ss, n_q, reinterpret_cast<const uint16_t*>(kv.v) + first, kv.row_bytes / 2,
                     n_keys, oh, qs, hd);
@@ -179,11 +184,7 @@ void attend_paged(const float* q, std::span<const AttentionSlice> slices, const 
           K.dots_f16(qh, qs, n_q, reinterpret_cast<const uint16_t*>(key_row(p0)) + first, kv.row_bytes / 2,
                      std::min(bs, n_keys - p0), hd, scores.data() + p0, ss);
         }
-        for (int64_t i = 0; i < n_q; ++i) {
-          float* sc = scores.data() + static_cast<size_t>(i) * ss;
-          for (int64_t p = 0; p < n_keys; ++p) sc[p] *= scale;
-          softmax(sc, n_keys);
-        }
+        scaled_softmax(scores.data(), n_q, ss, n_keys, scale);
         std::fill(oh, oh + n_q * hd, 0.0f);
         for (int64_t p0 = 0; p0 < n_keys; p0 += bs) {
           K.accum_f16(scores.data() + p0, ss, n_q, reinterpret_cast<const uint16_t*>(value_row(p0)) + first,
