@@ -118,9 +118,6 @@ void exp_sub_avx512(float* x, float m, int64_t n) {
   for (; i < n; ++i) x[i] = exp_scalar(x[i] - m);
 }
 
-// Sixteen keys' lane sums folded at once, a[j] holding key j's sixteen lanes: the additions of
-// fold(), each on the same two operands, done for sixteen keys with a register per step. Key j's
-// total ends in lane j.
 // GCC 12 warns that the plain forms of these shuffles read an uninitialised register: masked forms
 // with every lane selected.
 template <int Imm>
@@ -132,6 +129,9 @@ __m512 pairs(__m512 a, __m512 b) {
   return _mm512_mask_shuffle_ps(_mm512_setzero_ps(), 0xFFFF, a, b, Imm);
 }
 
+// Sixteen keys' lane sums folded at once, a[j] holding key j's sixteen lanes: the additions of
+// fold(), each on the same two operands, done for sixteen keys with a register per step. Key j's
+// total ends in lane j.
 [[gnu::always_inline]] inline __m512 fold16(const __m512* a) {
   // s[j] + s[j + 8]: 128-bit quarters 0 + 2 and 1 + 3, two keys per register.
   __m512 b[8];
@@ -152,7 +152,7 @@ __m512 pairs(__m512 a, __m512 b) {
                          _mm512_castpd_ps(_mm512_mask_unpackhi_pd(zero, 0xFF, x, y)));
   }
   // s[0] + s[1]: lane 4 * r + m now holds key r + 4 * m.
-  const __m512 e = _mm512_add_ps(pairs<0xDD>(d[0], d[1]), pairs<0x88>(d[0], d[1]));
+  const __m512 e = _mm512_add_ps(pairs<0x88>(d[0], d[1]), pairs<0xDD>(d[0], d[1]));
   return _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), 0xFFFF,
                                     _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), e);
 }
