@@ -34,7 +34,9 @@ const std::array kTraits = {
     SQ_REF_TRAITS(Q5_K, q5_k, BlockQ5_K::kElems, sizeof(BlockQ5_K), Q8_K),
     SQ_REF_TRAITS(Q6_K, q6_k, BlockQ6_K::kElems, sizeof(BlockQ6_K), Q8_K),
     SQ_REF_TRAITS(Q4_0_X16, q4_0x16, BlockQ4_0::kElems, sizeof(BlockQ4_0), Q8_0),
+    SQ_REF_TRAITS(Q4_1_X16, q4_1x16, BlockQ4_1::kElems, sizeof(BlockQ4_1), Q8_1),
     SQ_REF_TRAITS(Q5_0_X16, q5_0x16, BlockQ5_0::kElems, sizeof(BlockQ5_0), Q8_0),
+    SQ_REF_TRAITS(Q5_1_X16, q5_1x16, BlockQ5_1::kElems, sizeof(BlockQ5_1), Q8_1),
     SQ_REF_TRAITS(Q8_0_X16, q8_0x16, BlockQ8_0::kElems, sizeof(BlockQ8_0), Q8_0),
 };
 

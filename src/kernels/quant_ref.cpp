@@ -934,7 +934,7 @@ float dot_q_packed(const void* row, const void* qx, int64_t n) {
 
 }  // namespace
 
-#define SQ_DEFINE_PACKED_REF_KERNELS(name, Type, Block)                                        \
+#define SQ_DEFINE_PACKED_REF_KERNELS(name, Type, Block, ABlock)                                \
   void dequantize_row_##name##_ref(const void* src, float* dst, int64_t n) {                 \
     dequantize_packed<GgmlType::Type, Block>(src, dst, n);                                   \
   }                                                                                          \
@@ -945,12 +945,14 @@ float dot_q_packed(const void* row, const void* qx, int64_t n) {
     return dot_packed<GgmlType::Type, Block>(row, x, n);                                     \
   }                                                                                          \
   float dot_row_q_##name##_ref(const void* row, const void* qx, int64_t n) {                \
-    return dot_q_packed<GgmlType::Type, Block, BlockQ8_0>(row, qx, n);                       \
+    return dot_q_packed<GgmlType::Type, Block, ABlock>(row, qx, n);                          \
   }
 
-SQ_DEFINE_PACKED_REF_KERNELS(q4_0x16, Q4_0_X16, BlockQ4_0)
-SQ_DEFINE_PACKED_REF_KERNELS(q5_0x16, Q5_0_X16, BlockQ5_0)
-SQ_DEFINE_PACKED_REF_KERNELS(q8_0x16, Q8_0_X16, BlockQ8_0)
+SQ_DEFINE_PACKED_REF_KERNELS(q4_0x16, Q4_0_X16, BlockQ4_0, BlockQ8_0)
+SQ_DEFINE_PACKED_REF_KERNELS(q4_1x16, Q4_1_X16, BlockQ4_1, BlockQ8_1)
+SQ_DEFINE_PACKED_REF_KERNELS(q5_0x16, Q5_0_X16, BlockQ5_0, BlockQ8_0)
+SQ_DEFINE_PACKED_REF_KERNELS(q5_1x16, Q5_1_X16, BlockQ5_1, BlockQ8_1)
+SQ_DEFINE_PACKED_REF_KERNELS(q8_0x16, Q8_0_X16, BlockQ8_0, BlockQ8_0)
 
 #undef SQ_DEFINE_PACKED_REF_KERNELS
 
@@ -1049,7 +1051,9 @@ SQ_DEFINE_REF_MULTI(q4_k)
 SQ_DEFINE_REF_MULTI(q5_k)
 SQ_DEFINE_REF_MULTI(q6_k)
 SQ_DEFINE_REF_MULTI(q4_0x16)
+SQ_DEFINE_REF_MULTI(q4_1x16)
 SQ_DEFINE_REF_MULTI(q5_0x16)
+SQ_DEFINE_REF_MULTI(q5_1x16)
 SQ_DEFINE_REF_MULTI(q8_0x16)
 
 #undef SQ_DEFINE_REF_MULTI

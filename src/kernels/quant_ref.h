@@ -26,7 +26,9 @@ SQ_DECLARE_REF_KERNELS(q4_k)
 SQ_DECLARE_REF_KERNELS(q5_k)
 SQ_DECLARE_REF_KERNELS(q6_k)
 SQ_DECLARE_REF_KERNELS(q4_0x16)  // the packed layouts of kernels/repack.h
+SQ_DECLARE_REF_KERNELS(q4_1x16)
 SQ_DECLARE_REF_KERNELS(q5_0x16)
+SQ_DECLARE_REF_KERNELS(q5_1x16)
 SQ_DECLARE_REF_KERNELS(q8_0x16)
 
 #undef SQ_DECLARE_REF_KERNELS
@@ -51,7 +53,9 @@ float dot_row_q_q4_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_
 float dot_row_q_q5_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_K
 float dot_row_q_q6_k_ref(const void* row, const void* qx, int64_t n);  // x: Q8_K
 float dot_row_q_q4_0x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_0
+float dot_row_q_q4_1x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_1
 float dot_row_q_q5_0x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_0
+float dot_row_q_q5_1x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_1
 float dot_row_q_q8_0x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_0
 
 // The multi-row and tiled forms of the above (isa.h): loops over dot_row_q_*_ref.
@@ -74,7 +78,9 @@ SQ_DECLARE_REF_MULTI(q4_k)
 SQ_DECLARE_REF_MULTI(q5_k)
 SQ_DECLARE_REF_MULTI(q6_k)
 SQ_DECLARE_REF_MULTI(q4_0x16)
+SQ_DECLARE_REF_MULTI(q4_1x16)
 SQ_DECLARE_REF_MULTI(q5_0x16)
+SQ_DECLARE_REF_MULTI(q5_1x16)
 SQ_DECLARE_REF_MULTI(q8_0x16)
 
 #undef SQ_DECLARE_REF_MULTI
@@ -105,7 +111,9 @@ constexpr KernelTable ref_kernel_table() {
   SQ_REF_WEIGHT(Q5_K, q5_k)
   SQ_REF_WEIGHT(Q6_K, q6_k)
   SQ_REF_WEIGHT(Q4_0_X16, q4_0x16)
+  SQ_REF_WEIGHT(Q4_1_X16, q4_1x16)
   SQ_REF_WEIGHT(Q5_0_X16, q5_0x16)
+  SQ_REF_WEIGHT(Q5_1_X16, q5_1x16)
   SQ_REF_WEIGHT(Q8_0_X16, q8_0x16)
 #undef SQ_REF_WEIGHT
   return t;

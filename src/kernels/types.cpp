@@ -31,7 +31,8 @@ constexpr std::array kTypes = {
     Entry{28, {"F64", 1, 8}},        Entry{29, {"IQ1_M", 256, 56}},
     Entry{30, {"BF16", 1, 2}},       Entry{34, {"TQ1_0", 256, 54}},
     Entry{35, {"TQ2_0", 256, 66}},   Entry{39, {"MXFP4", 32, 17}},
-    Entry{0x10002, {"Q4_0x16", 32, 18}}, Entry{0x10006, {"Q5_0x16", 32, 22}},
+    Entry{0x10002, {"Q4_0x16", 32, 18}}, Entry{0x10003, {"Q4_1x16", 32, 20}},
+    Entry{0x10006, {"Q5_0x16", 32, 22}}, Entry{0x10007, {"Q5_1x16", 32, 24}},
     Entry{0x10008, {"Q8_0x16", 32, 34}},
 };
 
@@ -63,7 +64,9 @@ bool type_supported(GgmlType t) {
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:
     case GgmlType::Q4_0_X16:
+    case GgmlType::Q4_1_X16:
     case GgmlType::Q5_0_X16:
+    case GgmlType::Q5_1_X16:
     case GgmlType::Q8_0_X16:
       return true;
     default:

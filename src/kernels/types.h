@@ -46,7 +46,9 @@ enum class GgmlType : uint32_t {
   // squeeze's own load-time layouts (kernels/repack.h), never read from or written to a file: the
   // blocks of the named type regrouped sixteen at a time for the 512-bit kernels.
   Q4_0_X16 = 0x10002,
+  Q4_1_X16 = 0x10003,
   Q5_0_X16 = 0x10006,
+  Q5_1_X16 = 0x10007,
   Q8_0_X16 = 0x10008,
 };
 

@@ -47,13 +47,16 @@ TEST_P(RepackTest, RoundTripKeepsSizeAndBytes) {
   }
 }
 
-// The layout itself, checked by hand on the first group and on a partial last group.
+// The layout itself, checked by hand on the first group and on a partial last group: the scales,
+// the mins (Q4_1, Q5_1), the high-bit words (Q5_0, Q5_1), the quant planes.
 TEST_P(RepackTest, LayoutIsScalesThenPlanes) {
   const GgmlType file_type = GetParam();
   const GgmlType packed = *packed_type(file_type);
   const size_t bb = row_bytes(file_type, 32);
-  const bool q5 = file_type == GgmlType::Q5_0;
-  const size_t head = q5 ? 6 : 2;  // scale (and Q5_0's high bits) before the quants, in a block
+  const bool q5 = file_type == GgmlType::Q5_0 || file_type == GgmlType::Q5_1;
+  const bool min = file_type == GgmlType::Q4_1 || file_type == GgmlType::Q5_1;
+  const size_t hb = min ? 4 : 2;           // offset of the high bits, in a block (after d and m)
+  const size_t head = hb + (q5 ? 4 : 0);  // bytes before the quants, in a block
   const size_t qb = bb - head;
   const uint8_t flip = file_type == GgmlType::Q8_0 ? 0x80 : 0x00;
   const int64_t n = 32 * 21;  // one group of 16 and one of 5
@@ -66,6 +69,9 @@ TEST_P(RepackTest, LayoutIsScalesThenPlanes) {
     const uint8_t* group = p.data() + (b < 16 ? 0 : 16 * bb);
     const uint8_t* block = row.data() + static_cast<size_t>(b) * bb;
     ASSERT_EQ(0, std::memcmp(group + 2 * i, block, 2)) << "scale of block " << b;
+    if (min) {
+      ASSERT_EQ(0, std::memcmp(group + 2 * c + 2 * i, block + 2, 2)) << "min of block " << b;
+    }
     for (size_t k = 0; k < qb; ++k) {
       ASSERT_EQ(group[head * c + 4 * c * (k / 4) + 4 * i + k % 4], block[head + k] ^ flip)
           << "block " << b << " quant byte " << k;
@@ -74,8 +80,8 @@ TEST_P(RepackTest, LayoutIsScalesThenPlanes) {
       // Element j's high bit (bit j of the block's word) at bit 8k + u (j = 4u + k < 16) or
       // 8k + 4 + u (j = 16 + 4u + k) of the group's word i.
       uint32_t qh = 0, spread = 0;
-      std::memcpy(&qh, block + 2, 4);
-      std::memcpy(&spread, group + 2 * c + 4 * i, 4);
+      std::memcpy(&qh, block + hb, 4);
+      std::memcpy(&spread, group + hb * c + 4 * i, 4);
       for (int j = 0; j < 32; ++j) {
         const int u = (j % 16) / 4, k = j % 4;
         const int at = 8 * k + (j < 16 ? 0 : 4) + u;
@@ -145,7 +151,9 @@ TEST(Repack, InternalTypesStayOutOfFiles) {
   EXPECT_EQ(type_name(GgmlType::Q8_0_X16), "Q8_0x16");
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, RepackTest, ::testing::Values(GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0),
+INSTANTIATE_TEST_SUITE_P(Types, RepackTest,
+                         ::testing::Values(GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                                           GgmlType::Q8_0),
                          [](const auto& info) { return type_name(info.param); });
 
 }  // namespace
