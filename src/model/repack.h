@@ -4,10 +4,10 @@
 // here: where the active kernels read a packed layout faster (Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 under
 // the 512-bit variants: no shuffles to regroup blocks, see kernels/repack.h), each matrix the
 // forward pass multiplies by is copied once, at load, into that layout in anonymous memory, and the
-// pages of the mapped original are released (madvise DONTNEED: the mapping stays valid and reads the file again
-// if anything touches it). The packed rows have the file's size and strides and give the same bits,
-// so nothing downstream changes but the views' type and address. `info` and `bench` report the
-// memory this takes; SQUEEZE_REPACK=0 keeps the mapped layout (to compare).
+// pages of the mapped original are released (madvise DONTNEED: the mapping stays valid and reads
+// the file again if anything touches it). The packed rows have the file's size and strides and give
+// the same bits, so nothing downstream changes but the views' type and address. `info` and `bench`
+// report the memory this takes; SQUEEZE_REPACK=0 keeps the mapped layout (to compare).
 #pragma once
 
 #include <cstdint>
