@@ -2,6 +2,7 @@
 // weight bytes a generated token reads and the share of the measured memory bandwidth that
 // generation reaches; --membw and --peak measure the machine alone. A table goes to standard
 // output, or with --json exactly one JSON object.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -29,6 +30,7 @@ struct BenchFlags {
   bool json = false;
   bool membw = false;
   bool peak = false;
+  bool profile = false;
   int64_t membw_mib = 1024;
 };
 
@@ -95,7 +97,11 @@ int bench_model_cmd(const BenchFlags& f, ThreadPool& pool) {
   o.n_gen = f.n_gen;
   o.repetitions = f.repetitions;
   o.membw.buffer_bytes = static_cast<size_t>(f.membw_mib) << 20;
+  o.profile = f.profile;
   check_bench_options(o);  // before the model loads: a bad flag fails fast
+  if (f.profile && f.n_gen == 0) {
+    fail<InvalidArgument>("--profile times the products of generated tokens, and -n is 0; give -n 1 or more");
+  }
   auto model = load_model(f.model);
   ModelBenchResult r = bench_model(*model, pool, o);
   if (f.json) {
@@ -131,6 +137,24 @@ int bench_model_cmd(const BenchFlags& f, ThreadPool& pool) {
                r.pp->n_tokens, r.pp_gops(), r.peak->peak_gops, r.pp->n_tokens, 100.0 * r.peak_fraction());
   }
   fmt::print("mean ± sd over {} repetitions after one warm-up\n", r.repetitions);
+  if (r.profile_tg_seconds > 0) {
+    // Bandwidth: the products' weight bytes over their time; share: of the timed tg runs.
+    std::vector<std::vector<std::string>> prows;
+    double in_products = 0;
+    for (const ops::ProductTime& e : r.profile) {
+      in_products += e.seconds;
+      prows.push_back({e.products, std::to_string(e.calls),
+                       fmt::format("{:.1f}", e.seconds / static_cast<double>(e.calls) * 1e6),
+                       fmt::format("{:.1f}", e.bytes / std::max(e.seconds, 1e-12) / 1e9),
+                       fmt::format("{:.1f} %", 100.0 * e.seconds / r.profile_tg_seconds)});
+    }
+    fmt::print("\nwhere tg's time goes (the one-token matrix products, each timed over its parallel region):\n\n");
+    print_table({"products (type n_in x n_out)", "calls", "µs/call", "GB/s", "share"},
+                {false, true, true, true, true}, prows);
+    fmt::print("\noutside the products (attention, norms, RoPE, the rest of the token, the waits between "
+               "regions): {:.1f} % of tg's time\n",
+               100.0 * std::max(0.0, 1.0 - in_products / r.profile_tg_seconds));
+  }
   return 0;
 }
 
@@ -169,6 +193,9 @@ Runner add_bench(CLI::App& app) {
   cmd->add_option("-r,--repetitions", f->repetitions, "Timed repetitions of each test")
       ->capture_default_str();
   cmd->add_flag("--json", f->json, "Print one JSON object instead of the table");
+  cmd->add_flag("--profile", f->profile,
+                "Also time every matrix product of the generated tokens and show where tg's time goes "
+                "(bandwidth and share per product)");
   cmd->footer(
       "Environment: SQUEEZE_ISA=ref|avx2|avx512|avx512vnni forces the kernels' instruction set;\n"
       "SQUEEZE_REPACK=0 keeps Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 matrices in the file's layout instead of repacking\n"

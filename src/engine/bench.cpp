@@ -206,10 +206,20 @@ ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBe
   if (o.measure_membw) r.membw = measure_memory_bandwidth(pool, half);
 
   std::vector<double> pp_tps, tg_tps;
+  ops::ProductProfile profile;
   for (int32_t rep = 0; rep < o.repetitions; ++rep) {
     if (o.n_prompt > 0) pp_tps.push_back(o.n_prompt / std::max(run_pp(), 1e-9));
-    if (o.n_gen > 0) tg_tps.push_back(o.n_gen / std::max(run_tg(o.n_gen), 1e-9));
+    if (o.n_gen > 0) {
+      ops::ProductProfile* previous = o.profile ? ops::set_product_profile(&profile) : nullptr;
+      const double s = run_tg(o.n_gen);
+      if (o.profile) {
+        ops::set_product_profile(previous);
+        r.profile_tg_seconds += s;
+      }
+      tg_tps.push_back(o.n_gen / std::max(s, 1e-9));
+    }
   }
+  if (o.profile) r.profile = profile.entries();
   if (o.n_prompt > 0) r.pp = stats_of(o.n_prompt, pp_tps);
   if (o.measure_peak && o.n_prompt > 0) r.peak = measure_dot_peak(pool);
   if (o.n_gen > 0) r.tg = stats_of(o.n_gen, tg_tps);
@@ -336,6 +346,21 @@ nlohmann::json to_json(const ModelBenchResult& r) {
   j["pp_gops"] = r.pp ? nlohmann::json(r.pp_gops()) : nlohmann::json(nullptr);
   j["peak_gops"] = r.peak ? nlohmann::json(r.peak->peak_gops) : nlohmann::json(nullptr);
   j["peak_fraction"] = r.pp && r.peak ? nlohmann::json(r.peak_fraction()) : nlohmann::json(nullptr);
+  if (r.profile_tg_seconds > 0) {
+    nlohmann::json products = nlohmann::json::array();
+    double in_products = 0;
+    for (const ops::ProductTime& e : r.profile) {
+      in_products += e.seconds;
+      products.push_back({{"products", e.products},
+                          {"calls", e.calls},
+                          {"us_per_call", e.seconds / static_cast<double>(e.calls) * 1e6},
+                          {"gbps", e.bytes / std::max(e.seconds, 1e-12) / 1e9},
+                          {"share", e.seconds / r.profile_tg_seconds}});
+    }
+    j["profile"] = {{"tg_seconds", r.profile_tg_seconds},
+                    {"products", products},
+                    {"other_share", std::max(0.0, 1.0 - in_products / r.profile_tg_seconds)}};
+  }
   return j;
 }
 

@@ -1,6 +1,7 @@
 #include "ops/ops.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "base/thread_pool.h"
 #include "kernels/attn.h"
 #include "kernels/quant.h"
+#include "kernels/types.h"
 
 namespace sq {
 
@@ -57,6 +59,18 @@ void rms_norm(const float* x, const TensorView& weight, float eps, int64_t n_tok
 }
 
 namespace {
+
+thread_local ProductProfile* t_profile = nullptr;
+
+// The profile's name of a group of products: "TYPE n_inxn_out" per part, joined by " + ".
+std::string products_name(std::span<const MatmulPart> parts) {
+  std::string name;
+  for (const MatmulPart& p : parts) {
+    if (!name.empty()) name += " + ";
+    name += std::string(type_name(p.w->type)) + " " + std::to_string(p.w->ne[0]) + "x" + std::to_string(p.w->ne[1]);
+  }
+  return name;
+}
 
 constexpr int64_t kRowGrain = 16;    // a multiple of every kernel's tile height
 constexpr int64_t kTokenBlock = 64;  // tokens whose activations stay cached across a row block
@@ -266,7 +280,41 @@ void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, Thr
   const size_t piece = n_tokens == 1             ? kStealBytes
                        : n_tokens <= kTokenBlock ? 2 * kStealBytes
                                                  : kRowBlockBytes;
+  ProductProfile* profile = n_tokens == 1 ? t_profile : nullptr;
+  if (profile == nullptr) {
+    pool.parallel_for_balanced(total, rows, kRowGrain, rows_of(piece));
+    return;
+  }
+  double bytes = 0;
+  for (const MatmulPart& p : parts) bytes += static_cast<double>(p.w->n_bytes());
+  const auto t0 = std::chrono::steady_clock::now();
   pool.parallel_for_balanced(total, rows, kRowGrain, rows_of(piece));
+  profile->add(products_name(parts), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+               bytes);
+}
+
+void ProductProfile::add(const std::string& products, double seconds, double bytes) {
+  for (ProductTime& e : entries_) {
+    if (e.products == products) {
+      ++e.calls;
+      e.seconds += seconds;
+      e.bytes += bytes;
+      return;
+    }
+  }
+  entries_.push_back({products, 1, seconds, bytes});
+}
+
+double ProductProfile::seconds() const {
+  double s = 0;
+  for (const ProductTime& e : entries_) s += e.seconds;
+  return s;
+}
+
+ProductProfile* set_product_profile(ProductProfile* profile) {
+  ProductProfile* previous = t_profile;
+  t_profile = profile;
+  return previous;
 }
 
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out) {

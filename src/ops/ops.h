@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -74,6 +75,29 @@ RoundedInput rms_norm_rounded(std::span<const MatmulPart> parts, const float* x,
 RoundedInput swiglu_rounded(std::span<const MatmulPart> parts, const float* gate, const float* up,
                             int64_t n_tokens, float* out, ThreadPool& pool);
 void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, ThreadPool& pool);
+
+// Where a generated token's time goes, product by product (`squeeze bench --profile`): while a
+// profile is installed on a thread, every one-token matmul_group that thread issues is timed (its
+// parallel region, from hand-out to the last thread's end) and counted under its parts' types and
+// shapes. Off by default; the cost when off is one thread-local read per product.
+struct ProductTime {
+  std::string products;  // the parts, e.g. "Q8_0x16 896x4864 + Q8_0x16 896x4864" (n_in x n_out)
+  int64_t calls = 0;
+  double seconds = 0;
+  double bytes = 0;  // weight bytes the calls read
+};
+class ProductProfile {
+ public:
+  void add(const std::string& products, double seconds, double bytes);
+  // In the order the products were first seen (a token's order).
+  const std::vector<ProductTime>& entries() const { return entries_; }
+  double seconds() const;  // all the entries' time
+
+ private:
+  std::vector<ProductTime> entries_;
+};
+// Installs `profile` for the calling thread (nullptr removes it); returns the previous one.
+ProductProfile* set_product_profile(ProductProfile* profile);
 
 // Looks up rows of an embedding table of any supported type: out[t] = dequantized row tokens[t].
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out);

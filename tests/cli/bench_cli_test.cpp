@@ -77,6 +77,23 @@ TEST_F(BenchCli, TablePrintsPpAndTgRows) {
   EXPECT_NE(r.out.find("% of it"), std::string::npos) << r.out;
 }
 
+TEST_F(BenchCli, ProfilePrintsWhereTgTimeGoes) {
+  Output r = bench("-m '" + model_path() + "' -p 0 -n 3 -r 1 -t 2 --membw-mib 8 --profile");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("where tg's time goes"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("outside the products"), std::string::npos) << r.out;
+  Output j = bench("-m '" + model_path() + "' -p 0 -n 3 -r 1 -t 2 --membw-mib 8 --profile --json");
+  ASSERT_EQ(j.status, 0) << j.err;
+  const nlohmann::json p = nlohmann::json::parse(j.out)["profile"];
+  ASSERT_TRUE(p.is_object()) << j.out;
+  ASSERT_FALSE(p["products"].empty());
+  for (const auto& e : p["products"]) {
+    EXPECT_EQ(e["calls"].get<int64_t>() % 3, 0) << e;  // once per generated token, or per layer and token
+    EXPECT_GT(e["gbps"].get<double>(), 0.0) << e;
+  }
+  expect_one_line_error(bench("-m '" + model_path() + "' -p 4 -n 0 --profile"), "--profile");
+}
+
 TEST_F(BenchCli, ZeroPromptSkipsPp) {
   Output r = bench("-m '" + model_path() + "' -p 0 -n 2 -r 1 -t 1 --membw-mib 8 --json");
   ASSERT_EQ(r.status, 0) << r.err;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -17,6 +18,7 @@
 #include "base/membw.h"
 #include "base/thread_pool.h"
 #include "engine/engine.h"
+#include "kernels/types.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/repack.h"
@@ -218,6 +220,56 @@ TEST_F(BenchTest, PromptMacsCountTheLayerMatrices) {
   const uint64_t router = static_cast<uint64_t>(m.n_embd) * m.n_expert;
   const uint64_t experts = 3ull * m.n_embd * m.n_ff * m.n_expert_used;
   EXPECT_EQ(prompt_macs_per_token(*moe), m.n_layer * (moe_attn + router + experts));
+}
+
+// --profile: every one-token product of the timed tg runs is counted once per token under its
+// parts' types and shapes, the bytes counted are the matrices' bytes, and the products' time is
+// part of tg's. Without it, no profile and no "profile" key.
+TEST_F(BenchTest, ProfileCountsEveryProductOfEveryToken) {
+  const SynthSpec spec = dense_spec();
+  auto model = load_model(write(spec, "profile.gguf"));
+  ThreadPool pool(2);
+  ModelBenchOptions o = quick_options(4, 5);
+  o.repetitions = 2;
+  o.profile = true;
+  const ModelBenchResult r = bench_model(*model, pool, o);
+  const int64_t tokens = 5 * 2;  // the timed runs only: not the warm-up, not the prompt
+  // Per layer q/k/v (one group), the attention output, gate/up (one group), down; then the output.
+  const Model& m = *model;
+  auto name = [](const TensorView& w) {
+    return std::string(type_name(w.type)) + " " + std::to_string(w.ne[0]) + "x" + std::to_string(w.ne[1]);
+  };
+  const auto& L = m.layers[0];
+  const std::vector<std::string> want = {name(L.wq) + " + " + name(L.wk) + " + " + name(L.wv), name(L.wo),
+                                         name(L.ffn_gate) + " + " + name(L.ffn_up), name(L.ffn_down),
+                                         name(m.output)};
+  ASSERT_EQ(r.profile.size(), want.size());
+  double bytes = 0, seconds = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const ops::ProductTime& e = r.profile[i];
+    EXPECT_EQ(e.products, want[i]);
+    EXPECT_EQ(e.calls, (i + 1 < want.size() ? spec.n_layer : 1) * tokens) << e.products;
+    EXPECT_GT(e.seconds, 0.0) << e.products;
+    bytes += e.bytes;
+    seconds += e.seconds;
+  }
+  double matrices = static_cast<double>(m.output.n_bytes());
+  for (const auto& l : m.layers) {
+    for (const TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      matrices += static_cast<double>(w->n_bytes());
+    }
+  }
+  EXPECT_EQ(bytes, matrices * tokens);
+  EXPECT_GT(r.profile_tg_seconds, seconds);
+  const nlohmann::json j = to_json(r);
+  ASSERT_TRUE(j["profile"].is_object());
+  EXPECT_EQ(j["profile"]["products"].size(), want.size());
+  EXPECT_GT(j["profile"]["other_share"].get<double>(), 0.0);
+
+  o.profile = false;
+  const ModelBenchResult plain = bench_model(*model, pool, o);
+  EXPECT_TRUE(plain.profile.empty());
+  EXPECT_FALSE(to_json(plain).contains("profile"));
 }
 
 TEST_F(BenchTest, ZeroTokensSkipsThatPart) {
