@@ -74,6 +74,24 @@ std::string weight_type_of(const Model& m) {
   return best;
 }
 
+// Installs a product profile on this thread for a scope, and the previous one back at its end, also
+// when the scope is left by an exception (none is installed for nullptr).
+class ProfileScope {
+ public:
+  explicit ProfileScope(ops::ProductProfile* p) : active_(p != nullptr) {
+    if (active_) previous_ = ops::set_product_profile(p);
+  }
+  ~ProfileScope() {
+    if (active_) ops::set_product_profile(previous_);
+  }
+  ProfileScope(const ProfileScope&) = delete;
+  ProfileScope& operator=(const ProfileScope&) = delete;
+
+ private:
+  bool active_;
+  ops::ProductProfile* previous_ = nullptr;
+};
+
 nlohmann::json speed_json(const std::optional<SpeedStats>& s) {
   if (!s) return nullptr;
   return {{"n_tokens", s->n_tokens},
@@ -210,12 +228,12 @@ ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBe
   for (int32_t rep = 0; rep < o.repetitions; ++rep) {
     if (o.n_prompt > 0) pp_tps.push_back(o.n_prompt / std::max(run_pp(), 1e-9));
     if (o.n_gen > 0) {
-      ops::ProductProfile* previous = o.profile ? ops::set_product_profile(&profile) : nullptr;
-      const double s = run_tg(o.n_gen);
-      if (o.profile) {
-        ops::set_product_profile(previous);
-        r.profile_tg_seconds += s;
+      double s = 0;
+      {
+        const ProfileScope scope(o.profile ? &profile : nullptr);
+        s = run_tg(o.n_gen);
       }
+      if (o.profile) r.profile_tg_seconds += s;
       tg_tps.push_back(o.n_gen / std::max(s, 1e-9));
     }
   }
