@@ -124,8 +124,9 @@ INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::ValuesIn(invarian
 TEST(ModelRepack, RepackedWeightsGiveTheMappedLayoutsBits) {
   TempDir dir;
   const std::pair<GgmlType, bool> cases[] = {
-      {GgmlType::Q4_0, false}, {GgmlType::Q5_0, false}, {GgmlType::Q8_0, false},
-      {GgmlType::Q4_0, true},  {GgmlType::Q5_0, true},  {GgmlType::Q8_0, true}};
+      {GgmlType::Q4_0, false}, {GgmlType::Q4_1, false}, {GgmlType::Q5_0, false}, {GgmlType::Q5_1, false},
+      {GgmlType::Q8_0, false}, {GgmlType::Q4_0, true},  {GgmlType::Q4_1, true},  {GgmlType::Q5_0, true},
+      {GgmlType::Q5_1, true},  {GgmlType::Q8_0, true}};
   for (auto [t, tied] : cases) {
     SynthSpec spec;
     spec.n_embd = 544;
