@@ -148,10 +148,11 @@ int bench_model_cmd(const BenchFlags& f, ThreadPool& pool) {
                        fmt::format("{:.1f}", e.bytes / std::max(e.seconds, 1e-12) / 1e9),
                        fmt::format("{:.1f} %", 100.0 * e.seconds / r.profile_tg_seconds)});
     }
-    fmt::print("\nwhere tg's time goes (the one-token matrix products, each timed over its parallel region):\n\n");
+    fmt::print("\nwhere tg's time goes (the one-token matrix products and attention, each timed over its "
+               "parallel region):\n\n");
     print_table({"products (type n_in x n_out)", "calls", "µs/call", "GB/s", "share"},
                 {false, true, true, true, true}, prows);
-    fmt::print("\noutside the products (attention, norms, RoPE, the rest of the token, the waits between "
+    fmt::print("\noutside them (norms, RoPE, SwiGLU, the activations' rounding, the waits between "
                "regions): {:.1f} % of tg's time\n",
                100.0 * std::max(0.0, 1.0 - in_products / r.profile_tg_seconds));
   }
@@ -194,8 +195,8 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json", f->json, "Print one JSON object instead of the table");
   cmd->add_flag("--profile", f->profile,
-                "Also time every matrix product of the generated tokens and show where tg's time goes "
-                "(bandwidth and share per product)");
+                "Also time every matrix product and attention of the generated tokens and show where "
+                "tg's time goes (bandwidth and share of each)");
   cmd->footer(
       "Environment: SQUEEZE_ISA=ref|avx2|avx512|avx512vnni forces the kernels' instruction set;\n"
       "SQUEEZE_REPACK=0 keeps Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 matrices in the file's layout instead of repacking\n"

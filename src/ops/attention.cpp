@@ -1,6 +1,7 @@
 // Attention over the KV cache, and the cache's row formats.
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -274,10 +275,18 @@ void attention(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0,
     fail<InvalidArgument>("attention: KV rows of {} bytes do not hold {} {} values", kv.row_bytes,
                           s.n_head_kv * s.head_dim, kv_type_name(kv.type));
   }
+  ProductProfile* profile = n_tokens == 1 ? product_profile() : nullptr;
+  const auto t0 = std::chrono::steady_clock::now();
   switch (kv.type) {
     case KvType::F32: attend<KvType::F32>(q, kv, n_tokens, pos0, s, out, pool); break;
     case KvType::F16: attend<KvType::F16>(q, kv, n_tokens, pos0, s, out, pool); break;
     case KvType::Q8_0: attend<KvType::Q8_0>(q, kv, n_tokens, pos0, s, out, pool); break;
+  }
+  if (profile != nullptr) {
+    // One token reads the key and the value rows of positions 0 .. pos0.
+    profile->add("attention (" + std::string(kv_type_name(kv.type)) + " cache)",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                 2.0 * static_cast<double>(pos0 + 1) * static_cast<double>(kv.row_bytes));
   }
 }
 

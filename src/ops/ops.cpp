@@ -311,6 +311,8 @@ double ProductProfile::seconds() const {
   return s;
 }
 
+ProductProfile* product_profile() { return t_profile; }
+
 ProductProfile* set_product_profile(ProductProfile* profile) {
   ProductProfile* previous = t_profile;
   t_profile = profile;

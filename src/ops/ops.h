@@ -79,12 +79,13 @@ void matmul_group(std::span<const MatmulPart> parts, const RoundedInput& in, Thr
 // Where a generated token's time goes, product by product (`squeeze bench --profile`): while a
 // profile is installed on a thread, every one-token matmul_group that thread issues is timed (its
 // parallel region, from hand-out to the last thread's end) and counted under its parts' types and
-// shapes. Off by default; the cost when off is one thread-local read per product.
+// shapes, and so is every one-token attention() (under "attention (TYPE cache)"). Off by default;
+// the cost when off is one thread-local read per call.
 struct ProductTime {
   std::string products;  // the parts, e.g. "Q8_0x16 896x4864 + Q8_0x16 896x4864" (n_in x n_out)
   int64_t calls = 0;
   double seconds = 0;
-  double bytes = 0;  // weight bytes the calls read
+  double bytes = 0;  // weight bytes the calls read (attention: the cache rows' bytes)
 };
 class ProductProfile {
  public:
@@ -98,6 +99,8 @@ class ProductProfile {
 };
 // Installs `profile` for the calling thread (nullptr removes it); returns the previous one.
 ProductProfile* set_product_profile(ProductProfile* profile);
+// The calling thread's profile, or nullptr.
+ProductProfile* product_profile();
 
 // Looks up rows of an embedding table of any supported type: out[t] = dequantized row tokens[t].
 void embed(const TensorView& table, std::span<const int32_t> tokens, float* out);

@@ -81,7 +81,8 @@ TEST_F(BenchCli, ProfilePrintsWhereTgTimeGoes) {
   Output r = bench("-m '" + model_path() + "' -p 0 -n 3 -r 1 -t 2 --membw-mib 8 --profile");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("where tg's time goes"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("outside the products"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("attention (f16 cache)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("outside them"), std::string::npos) << r.out;
   Output j = bench("-m '" + model_path() + "' -p 0 -n 3 -r 1 -t 2 --membw-mib 8 --profile --json");
   ASSERT_EQ(j.status, 0) << j.err;
   const nlohmann::json p = nlohmann::json::parse(j.out)["profile"];

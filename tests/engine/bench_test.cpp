@@ -222,9 +222,9 @@ TEST_F(BenchTest, PromptMacsCountTheLayerMatrices) {
   EXPECT_EQ(prompt_macs_per_token(*moe), m.n_layer * (moe_attn + router + experts));
 }
 
-// --profile: every one-token product of the timed tg runs is counted once per token under its
-// parts' types and shapes, the bytes counted are the matrices' bytes, and the products' time is
-// part of tg's. Without it, no profile and no "profile" key.
+// --profile: every one-token product and attention of the timed tg runs is counted once per token
+// (and layer) under its parts' types and shapes, the bytes counted are the matrices' bytes and the
+// cache rows', and their time is part of tg's. Without it, no profile and no "profile" key.
 TEST_F(BenchTest, ProfileCountsEveryProductOfEveryToken) {
   const SynthSpec spec = dense_spec();
   auto model = load_model(write(spec, "profile.gguf"));
@@ -234,13 +234,15 @@ TEST_F(BenchTest, ProfileCountsEveryProductOfEveryToken) {
   o.profile = true;
   const ModelBenchResult r = bench_model(*model, pool, o);
   const int64_t tokens = 5 * 2;  // the timed runs only: not the warm-up, not the prompt
-  // Per layer q/k/v (one group), the attention output, gate/up (one group), down; then the output.
+  // Per layer q/k/v (one group), attention, the attention output, gate/up (one group), down; then
+  // the output.
   const Model& m = *model;
   auto name = [](const TensorView& w) {
     return std::string(type_name(w.type)) + " " + std::to_string(w.ne[0]) + "x" + std::to_string(w.ne[1]);
   };
   const auto& L = m.layers[0];
-  const std::vector<std::string> want = {name(L.wq) + " + " + name(L.wk) + " + " + name(L.wv), name(L.wo),
+  const std::vector<std::string> want = {name(L.wq) + " + " + name(L.wk) + " + " + name(L.wv),
+                                         "attention (f16 cache)", name(L.wo),
                                          name(L.ffn_gate) + " + " + name(L.ffn_up), name(L.ffn_down),
                                          name(m.output)};
   ASSERT_EQ(r.profile.size(), want.size());
@@ -250,9 +252,12 @@ TEST_F(BenchTest, ProfileCountsEveryProductOfEveryToken) {
     EXPECT_EQ(e.products, want[i]);
     EXPECT_EQ(e.calls, (i + 1 < want.size() ? spec.n_layer : 1) * tokens) << e.products;
     EXPECT_GT(e.seconds, 0.0) << e.products;
-    bytes += e.bytes;
+    if (i != 1) bytes += e.bytes;
     seconds += e.seconds;
   }
+  // Attention: token i of a run reads the key and value rows of positions 0..i, in every layer.
+  const double row = static_cast<double>(ops::kv_row_bytes(ops::KvType::F16, model->config.kv_dim()));
+  EXPECT_EQ(r.profile[1].bytes, 2 * 2.0 * row * (1 + 2 + 3 + 4 + 5) * spec.n_layer);
   double matrices = static_cast<double>(m.output.n_bytes());
   for (const auto& l : m.layers) {
     for (const TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
