@@ -48,7 +48,7 @@ struct ModelBenchOptions {
   bool measure_membw = true; // also measure the memory bandwidth, in the same run
   MemBwOptions membw;
   bool measure_peak = true;  // also measure the dot-product peak, in the same run
-  bool profile = false;      // time each one-token product of the timed tg runs (ops::ProductProfile)
+  bool profile = false;      // time each one-token product and attention of the timed tg runs (ops::ProductProfile)
 };
 
 // Throws InvalidArgument naming the flag (-p, -n, -r), the value seen and the range expected.
@@ -78,9 +78,9 @@ struct ModelBenchResult {
   uint64_t repacked_bytes = 0;         // their anonymous memory (the mapped originals released)
   std::optional<MemBwResult> membw;
   std::optional<PeakResult> peak;
-  // With options.profile: the one-token products of the timed tg runs, and those runs' whole time
-  // (the rest of it is attention, norms, RoPE, sampling-free bookkeeping and the waits between
-  // regions).
+  // With options.profile: the one-token products and attention of the timed tg runs, and those
+  // runs' whole time (the rest of it is norms, RoPE, SwiGLU, the activations' rounding and the
+  // waits between regions).
   std::vector<ops::ProductTime> profile;
   double profile_tg_seconds = 0;
 

@@ -276,7 +276,7 @@ void attention(const float* q, const KvRows& kv, int64_t n_tokens, int32_t pos0,
                           s.n_head_kv * s.head_dim, kv_type_name(kv.type));
   }
   ProductProfile* profile = n_tokens == 1 ? product_profile() : nullptr;
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = profile != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   switch (kv.type) {
     case KvType::F32: attend<KvType::F32>(q, kv, n_tokens, pos0, s, out, pool); break;
     case KvType::F16: attend<KvType::F16>(q, kv, n_tokens, pos0, s, out, pool); break;
