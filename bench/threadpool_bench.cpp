@@ -138,10 +138,25 @@ void BM_ParallelForWithGap(benchmark::State& state) {
   }
 }
 
+// Empty balanced regions (parallel_for_balanced, as every matmul and attention of a token opens):
+// the hand-out, each thread's part, the steal attempts at the end and the join.
+void BM_BalancedEmpty(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  sq::ThreadPool pool(threads);
+  std::atomic<int64_t> sink{0};
+  for (auto _ : state) {
+    pool.parallel_for_balanced(64 * threads, [&](int64_t begin, int64_t end) {
+      if (begin < 0 || end < 0) sink.fetch_add(1, std::memory_order_relaxed);
+    }, 16, 16);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 BENCHMARK(BM_ParallelForEmpty<sq::ThreadPool>)->Name("ParallelForEmpty/spin")->Arg(1)->Arg(2)->UseRealTime();
 BENCHMARK(BM_ParallelForEmpty<CondvarPool>)->Name("ParallelForEmpty/condvar")->Arg(1)->Arg(2)->UseRealTime();
 BENCHMARK(BM_ParallelForWithGap<sq::ThreadPool>)->Name("ParallelForWithGap/spin")->Arg(2)->UseRealTime();
 BENCHMARK(BM_ParallelForWithGap<CondvarPool>)->Name("ParallelForWithGap/condvar")->Arg(2)->UseRealTime();
+BENCHMARK(BM_BalancedEmpty)->Name("BalancedEmpty/spin")->Arg(1)->Arg(2)->UseRealTime();
 
 }  // namespace
 

@@ -68,7 +68,7 @@ void futex_wake_all(std::atomic<int32_t>& a) {
 #endif
 }
 
-// generation_ is a uint32_t; the futex word is its 32 bits.
+// The generations are uint32_t; the futex word is their 32 bits.
 std::atomic<int32_t>& as_futex(std::atomic<uint32_t>& a) {
   static_assert(sizeof(std::atomic<uint32_t>) == sizeof(std::atomic<int32_t>));
   return reinterpret_cast<std::atomic<int32_t>&>(a);
@@ -117,7 +117,9 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
   // once instead.
   const auto cpus = static_cast<int>(std::thread::hardware_concurrency());
   spin_budget_ = cpus > 0 && n_threads_ > cpus ? std::chrono::microseconds(0) : kSpinBudget;
+  static_assert(sizeof(Control) == 64, "a region's description fits one cache line");
   parts_ = std::make_unique<Part[]>(static_cast<size_t>(n_threads_));
+  done_ = std::make_unique<Done[]>(static_cast<size_t>(n_threads_ - 1));
   workers_.reserve(static_cast<size_t>(n_threads_ - 1));
   for (int i = 1; i < n_threads_; ++i) {
     workers_.emplace_back([this, i] { worker(i); });
@@ -125,9 +127,9 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
 }
 
 ThreadPool::~ThreadPool() {
-  stop_.store(true, std::memory_order_seq_cst);
-  generation_.fetch_add(1, std::memory_order_seq_cst);
-  futex_wake_all(as_futex(generation_));
+  control_.stop = true;
+  control_.generation.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(as_futex(control_.generation));
   for (auto& t : workers_) t.join();
 }
 
@@ -137,14 +139,14 @@ void ThreadPool::record_error(std::exception_ptr e) {
 }
 
 void ThreadPool::run_part(int index) {
-  if (job_.min_piece > 0) {
+  if (control_.job.min_piece > 0) {
     run_balanced(index);
     return;
   }
-  auto [b, e] = chunk(job_n_, job_grain_, n_threads_, index);
+  auto [b, e] = chunk(control_.n, control_.grain, n_threads_, index);
   if (b >= e) return;
   try {
-    job_.call(job_.object, b, e);
+    control_.job.call(control_.job.object, b, e);
   } catch (...) {
     record_error(std::current_exception());
   }
@@ -152,7 +154,8 @@ void ThreadPool::run_part(int index) {
 
 void ThreadPool::call_blocks(int64_t b0, int64_t b1) {
   try {
-    job_.call(job_.object, b0 * job_grain_, std::min(job_n_, b1 * job_grain_));
+    const Control& c = control_;
+    c.job.call(c.job.object, b0 * c.grain, std::min(c.n, b1 * c.grain));
   } catch (...) {
     record_error(std::current_exception());
   }
@@ -167,7 +170,8 @@ void ThreadPool::run_balanced(int index) {
     while (true) {
       const auto f = static_cast<int64_t>(v >> 32), b = static_cast<int64_t>(v & 0xffffffffu);
       if (f >= b) return;
-      const int64_t take = std::min(b - f, front ? std::max(job_piece_, (b - f + 1) / 2) : job_piece_);
+      const int64_t piece = control_.piece;
+      const int64_t take = std::min(b - f, front ? std::max(piece, (b - f + 1) / 2) : piece);
       const int64_t f2 = front ? f + take : f, b2 = front ? b : b - take;
       if (part.compare_exchange_weak(v, static_cast<uint64_t>(f2) << 32 | static_cast<uint64_t>(b2),
                                      std::memory_order_acq_rel, std::memory_order_acquire)) {
@@ -188,27 +192,28 @@ void ThreadPool::run_balanced(int index) {
 }
 
 void ThreadPool::worker(int index) {
-  uint32_t seen = 0;
+  std::atomic<uint32_t>& generation = control_.generation;
+  std::atomic<uint32_t>& done = done_[static_cast<size_t>(index - 1)].generation;
+  uint32_t seen = 0;  // the generation the pool starts with: a region published before this thread ran is new
   while (true) {
     // Wait for a new generation: spin first, then sleep. The sleeper count and the generation are
     // both seq_cst, so either the caller sees sleepers_ > 0 and wakes us, or we see the new
     // generation before sleeping; FUTEX_WAIT rechecks the word, so no wake-up is lost.
-    auto changed = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+    auto changed = [&] { return generation.load(std::memory_order_acquire) != seen; };
     if (!spin_until(changed, spin_budget_)) {
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
-      while (generation_.load(std::memory_order_seq_cst) == seen) {
-        futex_wait(as_futex(generation_), static_cast<int32_t>(seen));
+      while (generation.load(std::memory_order_seq_cst) == seen) {
+        futex_wait(as_futex(generation), static_cast<int32_t>(seen));
       }
       sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    seen = generation_.load(std::memory_order_acquire);
-    if (stop_.load(std::memory_order_acquire)) return;
+    seen = generation.load(std::memory_order_acquire);
+    if (control_.stop) return;
     run_part(index);
-    // The last worker to finish wakes the caller if it went to sleep (same pairing as above).
-    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
-        caller_asleep_.load(std::memory_order_seq_cst) != 0) {
-      futex_wake_all(pending_);
-    }
+    // Done: the flag the caller polls (release, so that the part's writes come with it). If the
+    // caller went to sleep on it, wake it (the same seq_cst pairing as above, with caller_asleep_).
+    done.store(seen, std::memory_order_seq_cst);
+    if (caller_asleep_.load(std::memory_order_seq_cst) != 0) futex_wake_all(as_futex(done));
   }
 }
 
@@ -220,13 +225,14 @@ void ThreadPool::run(int64_t n, int64_t grain, const Job& job) {
     job.call(job.object, 0, n);
     return;
   }
-  job_ = job;
-  job_n_ = n;
-  job_grain_ = grain;
+  Control& c = control_;
+  c.job = job;
+  c.n = n;
+  c.grain = grain;
   const int64_t blocks = (n + grain - 1) / grain;
-  if (job_.min_piece > 0 && blocks > 0xffffffffLL) job_.min_piece = 0;  // too many to pack: static
-  if (job_.min_piece > 0) {
-    job_piece_ = std::max<int64_t>(1, (job_.min_piece + grain - 1) / grain);
+  if (c.job.min_piece > 0 && blocks > 0xffffffffLL) c.job.min_piece = 0;  // too many to pack: static
+  if (c.job.min_piece > 0) {
+    c.piece = std::max<int64_t>(1, (c.job.min_piece + grain - 1) / grain);
     for (int i = 0; i < n_threads_; ++i) {
       auto [b, e] = chunk(blocks, 1, n_threads_, i);
       parts_[static_cast<size_t>(i)].range.store(static_cast<uint64_t>(b) << 32 | static_cast<uint64_t>(e),
@@ -234,17 +240,20 @@ void ThreadPool::run(int64_t n, int64_t grain, const Job& job) {
     }
   }
   error_ = nullptr;
-  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_seq_cst);  // publishes the job (release)
-  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(as_futex(generation_));
+  const uint32_t gen = c.generation.fetch_add(1, std::memory_order_seq_cst) + 1;  // publishes the job
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(as_futex(c.generation));
 
   run_part(0);
 
-  auto all_done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
-  if (!spin_until(all_done, spin_budget_)) {
+  for (int w = 0; w < n_threads_ - 1; ++w) {
+    std::atomic<uint32_t>& done = done_[static_cast<size_t>(w)].generation;
+    auto finished = [&] { return done.load(std::memory_order_acquire) == gen; };
+    if (spin_until(finished, spin_budget_)) continue;
     caller_asleep_.store(1, std::memory_order_seq_cst);
-    int32_t p;
-    while ((p = pending_.load(std::memory_order_seq_cst)) != 0) futex_wait(pending_, p);
+    uint32_t d;
+    while ((d = done.load(std::memory_order_seq_cst)) != gen) {
+      futex_wait(as_futex(done), static_cast<int32_t>(d));
+    }
     caller_asleep_.store(0, std::memory_order_relaxed);
   }
   std::exception_ptr error = std::move(error_);

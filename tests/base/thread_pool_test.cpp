@@ -106,6 +106,23 @@ TEST(ThreadPool, ExceptionOnCallingThreadWaitsForWorkers) {
   EXPECT_TRUE(worker_done.load()) << "parallel_for returned before the worker finished";
 }
 
+TEST(ThreadPool, ReturnsOnlyWhenEveryWorkerIsDone) {
+  // Workers that outlast the caller's spin budget put it to sleep; it waits for them one by one, so
+  // the slowest worker is first, last or in between in turn. A region that returns early, or a
+  // wake-up that is lost, shows here as a missing part or a hang.
+  ThreadPool pool(4);
+  for (int slowest = 1; slowest < 4; ++slowest) {
+    std::vector<std::atomic<int>> done(4);
+    pool.parallel_for(4, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        if (i != 0) std::this_thread::sleep_for(std::chrono::milliseconds(i == slowest ? 4 : 1));
+        done[static_cast<size_t>(i)].store(1);
+      }
+    });
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(done[static_cast<size_t>(i)].load(), 1) << "slowest " << slowest << " part " << i;
+  }
+}
+
 TEST(ThreadPool, OnlyOneOfSeveralExceptionsIsRethrown) {
   ThreadPool pool(3);
   EXPECT_THROW(pool.parallel_for(3, [](int64_t, int64_t) { throw std::runtime_error("every part"); }),
