@@ -1,6 +1,8 @@
 // AVX2 + F16C variant of the attention kernels: sixteen lanes as two 8-lane registers.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "kernels/attn.h"
 
 namespace sq::kernels {
@@ -75,27 +77,35 @@ void axpy_f16_avx2(float w, const uint16_t* v, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = out[i] + w * half(v[i]);
 }
 
-float exp_scalar(float x) { return exp_ref(x); }
-
-void exp_sub_avx2(float* x, float m, int64_t n) {
-  const __m256 vm = _mm256_set1_ps(m), vmax = _mm256_set1_ps(88.0f), vmin = _mm256_set1_ps(-87.33f);
+// exp(v) for eight lanes: exp_ref's operations, lane by lane.
+[[gnu::always_inline]] inline __m256 exp8(__m256 v) {
+  const __m256 vmax = _mm256_set1_ps(88.0f), vmin = _mm256_set1_ps(-87.33f);
   const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), round = _mm256_set1_ps(12582912.0f);
   const __m256 hi = _mm256_set1_ps(0.693145751953125f), lo = _mm256_set1_ps(1.42860682030941723e-6f);
   const float c[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+  const __m256 keep = _mm256_cmp_ps(v, vmin, _CMP_GE_OQ);
+  v = _mm256_min_ps(v, vmax);
+  const __m256 t = _mm256_add_ps(_mm256_mul_ps(v, log2e), round);
+  const __m256 k = _mm256_sub_ps(t, round);
+  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(v, _mm256_mul_ps(k, hi)), _mm256_mul_ps(k, lo));
+  __m256 p = _mm256_set1_ps(c[0]);
+  for (int j = 1; j < 7; ++j) p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c[j]));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+void exp_sub_avx2(float* x, float m, int64_t n) {
+  const __m256 vm = _mm256_set1_ps(m);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
-    const __m256 keep = _mm256_cmp_ps(v, vmin, _CMP_GE_OQ);
-    v = _mm256_min_ps(v, vmax);
-    const __m256 t = _mm256_add_ps(_mm256_mul_ps(v, log2e), round);
-    const __m256 k = _mm256_sub_ps(t, round);
-    const __m256 r = _mm256_sub_ps(_mm256_sub_ps(v, _mm256_mul_ps(k, hi)), _mm256_mul_ps(k, lo));
-    __m256 p = _mm256_set1_ps(c[0]);
-    for (int j = 1; j < 7; ++j) p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c[j]));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    _mm256_storeu_ps(x + i, _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e))));
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
+  // The last n % 8 through a zero-padded copy rather than exp_ref one at a time (attention's rows
+  // of scores end in one).
+  if (i < n) {
+    alignas(32) float tail[8] = {};
+    std::memcpy(tail, x + i, static_cast<size_t>(n - i) * sizeof(float));
+    _mm256_store_ps(tail, exp8(_mm256_sub_ps(_mm256_load_ps(tail), vm)));
+    std::memcpy(x + i, tail, static_cast<size_t>(n - i) * sizeof(float));
   }
-  for (; i < n; ++i) x[i] = exp_scalar(x[i] - m);
 }
 
 __m256 cvt8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }

@@ -147,6 +147,24 @@ TEST(AttnKernels, ExponentialIsAccurateAndIdenticalEverywhere) {
   }
 }
 
+TEST(AttnKernels, ExponentialOfEveryLengthMatchesTheReference) {
+  // Every row length up to 40, so that each variant's tail (the lanes past its last full register)
+  // sees every count, with the special values in it; the elements after the row stay untouched.
+  const std::vector<float> pool = {-INFINITY, 0.5f, NAN, -87.34f, 88.5f, INFINITY, -0.0f, -3.25f,
+                                   87.9f, -87.33f, 12.0f, -50.0f, 1.0f, -1.0f, 0.0f, 2.5f};
+  for (int64_t n = 0; n <= 40; ++n) {
+    std::vector<float> x(static_cast<size_t>(n) + 8, 7.0f);
+    for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(i)] = pool[static_cast<size_t>((i * 7 + n) % 16)];
+    std::vector<float> want = x;
+    attn_kernels_ref().exp_sub(want.data(), 1.5f, n);
+    for (const AttnKernels* v : available()) {
+      std::vector<float> got = x;
+      v->exp_sub(got.data(), 1.5f, n);
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << v->isa << " n=" << n;
+    }
+  }
+}
+
 TEST(AttnKernels, ReferenceDotIsCloseToExact) {
   const AttnKernels& ref = attn_kernels_ref();
   std::vector<float> q(100), k(100);
