@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <fcntl.h>
 #include <atomic>
 #include <cstdio>
@@ -72,6 +73,7 @@ void MappedFile::release() {
 }
 
 AnonymousMemory::AnonymousMemory(size_t bytes) {
+  if (bytes == 0) return;
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return;
   ::madvise(p, bytes, MADV_HUGEPAGE);
@@ -81,6 +83,26 @@ AnonymousMemory::AnonymousMemory(size_t bytes) {
 
 AnonymousMemory::~AnonymousMemory() {
   if (data_ != nullptr) ::munmap(data_, size_);
+}
+
+AnonymousMemory::AnonymousMemory(AnonymousMemory&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+AnonymousMemory& AnonymousMemory::operator=(AnonymousMemory&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) ::munmap(data_, size_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+AnonymousMemory allocate_anonymous(size_t bytes, const std::string& what) {
+  AnonymousMemory m(bytes);
+  if (bytes > 0 && m.data() == nullptr) {
+    fail<IoError>("cannot allocate {} MiB for {}: {}", (bytes + (1u << 20) - 1) >> 20, what, std::strerror(errno));
+  }
+  return m;
 }
 
 std::string read_file(const std::string& path) {

@@ -32,15 +32,19 @@ class MappedFile {
   std::string path_;
 };
 
-// Private anonymous memory with transparent huge pages advised (fewer TLB misses for memory that
-// is streamed, such as repacked weights), unmapped on destruction. When the mapping fails, data()
-// is null and errno says why; the caller words the error.
+// Private anonymous memory, zero-filled, with transparent huge pages advised (fewer TLB misses for
+// memory that is streamed, such as repacked weights, or revisited after much else was read, such as
+// the KV cache), unmapped on destruction. Pages are backed when first touched. When the mapping
+// fails, data() is null and errno says why; the caller words the error. Zero bytes map nothing.
 class AnonymousMemory {
  public:
+  AnonymousMemory() = default;
   explicit AnonymousMemory(size_t bytes);
   ~AnonymousMemory();
   AnonymousMemory(const AnonymousMemory&) = delete;
   AnonymousMemory& operator=(const AnonymousMemory&) = delete;
+  AnonymousMemory(AnonymousMemory&& other) noexcept;
+  AnonymousMemory& operator=(AnonymousMemory&& other) noexcept;
 
   uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
@@ -49,6 +53,9 @@ class AnonymousMemory {
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
+
+// AnonymousMemory of `bytes`, or IoError naming `what` and its size when it cannot be mapped.
+AnonymousMemory allocate_anonymous(size_t bytes, const std::string& what);
 
 // Reads a whole (small) file into memory. Throws IoError.
 std::string read_file(const std::string& path);

@@ -10,8 +10,9 @@ KvCache::KvCache(const ModelConfig& config, int32_t n_ctx, ops::KvType type)
     : n_ctx_(n_ctx),
       type_(type),
       row_bytes_(ops::kv_row_bytes(type, config.kv_dim())),
-      k_(static_cast<size_t>(config.n_layer) * static_cast<size_t>(n_ctx) * row_bytes_),
-      v_(k_.size()) {}
+      k_(allocate_anonymous(static_cast<size_t>(config.n_layer) * static_cast<size_t>(n_ctx) * row_bytes_,
+                            "the KV cache's keys")),
+      v_(allocate_anonymous(k_.size(), "the KV cache's values")) {}
 
 void KvCache::truncate(int32_t n) {
   assert(n >= 0 && n <= size_);

@@ -25,8 +25,8 @@ PagedKvCache::PagedKvCache(const ModelConfig& config, int32_t n_blocks, int32_t 
   }
   const size_t total = static_cast<size_t>(n_layer_) * static_cast<size_t>(n_blocks) *
                        static_cast<size_t>(block_size) * row_bytes_;
-  k_.resize(total);
-  v_.resize(total);
+  k_ = allocate_anonymous(total, "the paged KV cache's keys");
+  v_ = allocate_anonymous(total, "the paged KV cache's values");
   meta_.resize(static_cast<size_t>(n_blocks));
   free_.reserve(static_cast<size_t>(n_blocks));
   // Handed out lowest first: the pop comes from the back.

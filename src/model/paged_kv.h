@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/mmap.h"
 #include "ops/ops.h"
 
 namespace sq {
@@ -112,8 +113,9 @@ class PagedKvCache {
   int32_t kv_dim_;
   ops::KvType type_;
   size_t row_bytes_;
-  std::vector<uint8_t> k_;  // [n_layer, n_blocks, block_size, row_bytes]
-  std::vector<uint8_t> v_;  // [n_layer, n_blocks, block_size, row_bytes]
+  // In huge pages, as KvCache's rows (kv_cache.h).
+  AnonymousMemory k_;  // [n_layer, n_blocks, block_size, row_bytes]
+  AnonymousMemory v_;  // [n_layer, n_blocks, block_size, row_bytes]
 
   std::vector<BlockMeta> meta_;                   // [n_blocks]
   std::vector<int32_t> free_;                     // never-named blocks with no user
