@@ -14,6 +14,9 @@
 // n * ln2_lo, a degree-6 Taylor polynomial in r by Horner's rule, scaled by 2^n built from the
 // exponent bits. Only multiplications, additions and exact conversions, in this order, so every
 // variant gives the same bits. Relative error about 2e-7.
+//
+// silu_mul is SwiGLU's elementwise step beside them, since it takes the same exponential:
+// out[i] = (g / (1 + e)) * up[i] with g = gate[i] and e = exp_sub's value for -g - 0, in that order.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +42,8 @@ struct AttnKernels {
   // for p = 0, 1, .., n_keys - 1, in that order.
   void (*accum_f16)(const float* w, size_t w_stride, int64_t n_q, const uint16_t* v, size_t stride,
                     int64_t n_keys, float* out, size_t out_stride, int64_t n);
+  // out[i] = silu(gate[i]) * up[i] for i in [0, n), in the order above; out may be gate.
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
 };
 
 // The reference exponential of one value, as exp_sub computes it.

@@ -108,6 +108,26 @@ void exp_sub_avx2(float* x, float m, int64_t n) {
   }
 }
 
+void silu_mul_avx2(const float* gate, const float* up, float* out, int64_t n) {
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  auto step = [&](const float* g8, const float* u8, float* o8) {
+    const __m256 g = _mm256_loadu_ps(g8);
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_xor_ps(g, sign), zero));
+    _mm256_storeu_ps(o8, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(u8)));
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) step(gate + i, up + i, out + i);
+  if (i < n) {
+    // The last n % 8 through zero-padded copies.
+    alignas(32) float g[8] = {}, u[8] = {}, o[8];
+    const size_t bytes = static_cast<size_t>(n - i) * sizeof(float);
+    std::memcpy(g, gate + i, bytes);
+    std::memcpy(u, up + i, bytes);
+    step(g, u, o);
+    std::memcpy(out + i, o, bytes);
+  }
+}
+
 __m256 cvt8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
 // Four keys' sixteen lanes (lo[j]: lanes 0-7 of key j, hi[j]: lanes 8-15) folded at once: the
@@ -214,7 +234,7 @@ void accum_f16_avx2(const float* w, size_t w_stride, int64_t n_q, const uint16_t
 
 const AttnKernels* attn_kernels_avx2() {
   static const AttnKernels k{"avx2", dot_f32_avx2, dot_f16_avx2, axpy_f32_avx2, axpy_f16_avx2, exp_sub_avx2,
-                             dots_f16_avx2, accum_f16_avx2};
+                             dots_f16_avx2, accum_f16_avx2, silu_mul_avx2};
   return &k;
 }
 

@@ -126,6 +126,22 @@ void exp_sub_avx512(float* x, float m, int64_t n) {
   }
 }
 
+void silu_mul_avx512(const float* gate, const float* up, float* out, int64_t n) {
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), sign = _mm512_set1_ps(-0.0f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate + i);
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_xor_ps(g, sign), zero));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_loadu_ps(up + i)));
+  }
+  if (i < n) {
+    const __mmask16 t = tail_mask(n - i);
+    const __m512 g = _mm512_maskz_loadu_ps(t, gate + i);
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_xor_ps(g, sign), zero));
+    _mm512_mask_storeu_ps(out + i, t, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(t, up + i)));
+  }
+}
+
 // GCC 12 warns that the plain forms of these shuffles read an uninitialised register: masked forms
 // with every lane selected.
 template <int Imm>
@@ -306,7 +322,7 @@ void accum_f16_avx512(const float* w, size_t w_stride, int64_t n_q, const uint16
 
 const AttnKernels* attn_kernels_avx512() {
   static const AttnKernels k{"avx512", dot_f32_avx512, dot_f16_avx512, axpy_f32_avx512, axpy_f16_avx512, exp_sub_avx512,
-                             dots_f16_avx512, accum_f16_avx512};
+                             dots_f16_avx512, accum_f16_avx512, silu_mul_avx512};
   return &k;
 }
 

@@ -32,6 +32,13 @@ void exp_sub_ref(float* x, float m, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = exp_ref(x[i] - m);
 }
 
+void silu_mul_ref(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = (g / (1.0f + exp_ref(-g - 0.0f))) * up[i];
+  }
+}
+
 void dots_f16_ref(const float* q, size_t q_stride, int64_t n_q, const uint16_t* k, size_t stride,
                   int64_t n_keys, int64_t n, float* out, size_t out_stride) {
   for (int64_t h = 0; h < n_q; ++h) {
@@ -79,7 +86,7 @@ float exp_ref(float x) {
 
 const AttnKernels& attn_kernels_ref() {
   static const AttnKernels k{"ref", dot_f32_ref, dot_f16_ref, axpy_f32_ref, axpy_f16_ref, exp_sub_ref,
-                             dots_f16_ref, accum_f16_ref};
+                             dots_f16_ref, accum_f16_ref, silu_mul_ref};
   return k;
 }
 

@@ -426,20 +426,9 @@ void rope(float* x, int64_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t
 }
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
-  // silu(g) = g / (1 + exp(-g)) with squeeze's own exp (DESIGN.md, invariant 3), in chunks so that
-  // `out` may alias `gate`.
-  constexpr int64_t kChunk = 256;
-  float e[kChunk];
-  const kernels::AttnKernels& k = kernels::attn_kernels();
-  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
-    const int64_t m = std::min(kChunk, n - i0);
-    for (int64_t i = 0; i < m; ++i) e[i] = -gate[i0 + i];
-    k.exp_sub(e, 0.0f, m);
-    for (int64_t i = 0; i < m; ++i) {
-      const float g = gate[i0 + i];
-      out[i0 + i] = (g / (1.0f + e[i])) * up[i0 + i];
-    }
-  }
+  // silu(g) = g / (1 + exp(-g)) with squeeze's own exp (DESIGN.md, invariant 3), in the kernels of
+  // the instruction set in use (the same bits in each).
+  kernels::attn_kernels().silu_mul(gate, up, out, n);
 }
 
 void softmax(float* x, int64_t n) {

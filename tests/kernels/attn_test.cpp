@@ -165,6 +165,38 @@ TEST(AttnKernels, ExponentialOfEveryLengthMatchesTheReference) {
   }
 }
 
+TEST(AttnKernels, SiluMulOfEveryLengthMatchesTheReferenceInPlaceToo) {
+  // Every length up to 40 and one of a feed-forward width, special values included; each variant
+  // writes the reference's bits, also when out is gate (as the decoder calls it), and nothing past n.
+  const std::vector<float> specials = {-INFINITY, 0.5f, NAN, -90.0f, 90.0f, INFINITY, -0.0f, 0.0f, -3.25f, 87.9f};
+  for (int64_t n : {0, 1, 2, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 40, 5632}) {
+    std::vector<float> gate(static_cast<size_t>(n) + 8, 7.0f), up(gate.size(), -2.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto k = static_cast<size_t>(i);
+      gate[k] = i % 5 == 3 ? specials[(k + static_cast<size_t>(n)) % specials.size()] : 0.01f * static_cast<float>((i * 37) % 1001) - 5.0f;
+      up[k] = 0.003f * static_cast<float>((i * 11) % 701) - 1.0f;
+    }
+    std::vector<float> want(gate.size(), 3.0f);
+    attn_kernels_ref().silu_mul(gate.data(), up.data(), want.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto k = static_cast<size_t>(i);
+      const double g = gate[k];
+      if (std::isfinite(g) && std::fabs(g) < 80.0) {
+        ASSERT_NEAR(want[k], g / (1.0 + std::exp(-g)) * up[k], 1e-5) << "g=" << g;
+      }
+    }
+    for (const AttnKernels* v : available()) {
+      std::vector<float> got(gate.size(), 3.0f);
+      v->silu_mul(gate.data(), up.data(), got.data(), n);
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << v->isa << " n=" << n;
+      std::vector<float> in_place = gate;
+      v->silu_mul(in_place.data(), up.data(), in_place.data(), n);
+      EXPECT_EQ(0, std::memcmp(in_place.data(), want.data(), static_cast<size_t>(n) * 4)) << v->isa << " n=" << n;
+      EXPECT_EQ(0, std::memcmp(in_place.data() + n, gate.data() + n, 8 * 4)) << v->isa << " n=" << n;
+    }
+  }
+}
+
 TEST(AttnKernels, ReferenceDotIsCloseToExact) {
   const AttnKernels& ref = attn_kernels_ref();
   std::vector<float> q(100), k(100);
