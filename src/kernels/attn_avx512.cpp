@@ -97,7 +97,7 @@ void axpy_f16_avx512(float w, const uint16_t* v, float* out, int64_t n) {
   }
 }
 
-// exp(x[i] - m) for sixteen lanes: exp_ref's operations, lane by lane.
+// exp(v) for sixteen lanes: exp_ref's operations, lane by lane.
 [[gnu::always_inline]] inline __m512 exp16(__m512 v) {
   const __m512 vmax = _mm512_set1_ps(88.0f), vmin = _mm512_set1_ps(-87.33f);
   const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), round = _mm512_set1_ps(12582912.0f);
