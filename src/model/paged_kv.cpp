@@ -27,6 +27,10 @@ PagedKvCache::PagedKvCache(const ModelConfig& config, int32_t n_blocks, int32_t 
                        static_cast<size_t>(block_size) * row_bytes_;
   k_ = allocate_anonymous(total, "the paged KV cache's keys");
   v_ = allocate_anonymous(total, "the paged KV cache's values");
+  // Backed now, as the zero-filled vectors were: a server that cannot hold its cache fails as it
+  // starts, not in the middle of a request.
+  std::memset(k_.data(), 0, total);
+  std::memset(v_.data(), 0, total);
   meta_.resize(static_cast<size_t>(n_blocks));
   free_.reserve(static_cast<size_t>(n_blocks));
   // Handed out lowest first: the pop comes from the back.

@@ -113,7 +113,7 @@ class PagedKvCache {
   int32_t kv_dim_;
   ops::KvType type_;
   size_t row_bytes_;
-  // In huge pages, as KvCache's rows (kv_cache.h).
+  // In huge pages, as KvCache's rows (kv_cache.h), but backed when the cache is made.
   AnonymousMemory k_;  // [n_layer, n_blocks, block_size, row_bytes]
   AnonymousMemory v_;  // [n_layer, n_blocks, block_size, row_bytes]
 
