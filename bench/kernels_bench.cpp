@@ -1,8 +1,9 @@
 // Micro-benchmarks of the matrix kernels, per weight type and instruction-set variant, on one
 // thread:
 //   Matvec/<type>/<isa>/<rows>x<cols>: the multi-row kernel over a whole matrix and one token
-//     (token generation); bytes_per_second counts the weight bytes read. 256x2048 and 512x896 fit
-//     in a core's L2 cache, so they measure the kernel's arithmetic rather than the memory.
+//     (token generation); bytes_per_second counts the weight bytes read. 256x2048, 512x896 and
+//     512x1024 fit in a core's L2 cache, so they measure the kernel's arithmetic rather than the
+//     memory (512x896's rows end in a short group of 12 blocks, 512x1024's in whole groups).
 //   Tile/<type>/<isa>/<rows>x<cols>x<tokens>: the tiled kernel over a whole matrix and a batch
 //     (prompt processing); the "GOPS" counter is 2 * rows * cols * tokens per second (one multiply
 //     and one add per weight and token), in 1e9/s.
@@ -143,7 +144,7 @@ int register_all() {
                             GgmlType::Q4_1_X16, GgmlType::Q5_0_X16, GgmlType::Q5_1_X16, GgmlType::Q8_0_X16};
   const std::pair<int64_t, int64_t> shapes[] = {{2048, 2048}, {5632, 2048}, {2048, 5632}, {4096, 4096},
                                                 {32768, 4096}, {4864, 896},  {896, 4864},  {151936, 896},
-                                                {256, 2048},   {512, 896}};
+                                                {256, 2048},   {512, 896},   {512, 1024}};
   for (Isa isa : sq::kernels::supported_isas()) {
     const std::string in = std::string(sq::kernels::isa_name(isa));
     for (GgmlType t : types) {

@@ -4,6 +4,8 @@
 // in isa_test.cpp).
 #include <cstring>
 #include <random>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -99,8 +101,9 @@ TEST_P(RepackTest, KernelsMatchTheFileType) {
   for (Isa isa : supported_isas()) {
     const WeightKernels& kf = table(isa).weight[weight_index(file_type)];
     const WeightKernels& kp = table(isa).weight[weight_index(packed)];
-    for (int64_t n : {64, 544, 896, 2048, 5632}) {
-      const int64_t rows = 9, tokens = 11;
+    // Row lengths ending in a short group of 1, 2, 3, 8 and 12 blocks, and whole groups.
+    for (int64_t n : {32, 64, 96, 544, 896, 2048, 4864, 5632}) {
+      const int64_t rows = 37, tokens = 11;
       const size_t rb = row_bytes(file_type, n);
       std::vector<uint8_t> w, wp(rb * rows);
       for (int64_t r = 0; r < rows; ++r) {
@@ -123,9 +126,10 @@ TEST_P(RepackTest, KernelsMatchTheFileType) {
       kp.dot_rows(wp.data(), rb, rows, qx.data(), n, b.data());
       ASSERT_EQ(0, std::memcmp(a.data(), b.data(), rows * sizeof(float))) << isa_name(isa) << " n=" << n;
       // Fewer rows, from the first or the second: the one-token kernel may read a call's rows in
-      // two halves alternately, with one row left over when the count is odd.
+      // two halves alternately, with one row left over when the count is odd, and folds them
+      // sixteen at a time.
       for (int64_t start : {0, 1}) {
-        for (int64_t count : {1, 2, 3, 8}) {
+        for (int64_t count : {1, 2, 3, 8, 16, 17, 32, 33, 36}) {
           std::vector<float> c(static_cast<size_t>(count), -1.0f);
           kp.dot_rows(wp.data() + rb * start, rb, count, qx.data(), n, c.data());
           ASSERT_EQ(0, std::memcmp(a.data() + start, c.data(), c.size() * sizeof(float)))
@@ -141,6 +145,51 @@ TEST_P(RepackTest, KernelsMatchTheFileType) {
       const float e2 = dot_row(packed, wp.data(), fx.data(), n);
       ASSERT_EQ(0, std::memcmp(&e1, &e2, sizeof e1)) << "n=" << n;
     }
+  }
+}
+
+// The one-token kernel reads a row's short last group with loads that run on past the row, into
+// the next rows of the call; nothing past the call's last row may be read. Each call's rows end
+// right before a page that cannot be read.
+TEST_P(RepackTest, OneTokenKernelReadsNothingPastItsRows) {
+  const GgmlType file_type = GetParam();
+  const GgmlType packed = *packed_type(file_type);
+  const GgmlType vt = vec_dot_type(file_type);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  for (int64_t n : {32, 64, 96, 544, 896, 4864}) {
+    const size_t rb = row_bytes(file_type, n);
+    const int64_t rows = 40;
+    const size_t span = (rb * rows + page - 1) / page * page;
+    void* map = mmap(nullptr, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(map, MAP_FAILED);
+    auto* base = static_cast<uint8_t*>(map);
+    ASSERT_EQ(0, mprotect(base + span, page, PROT_NONE));
+    uint8_t* wp = base + span - rb * rows;  // the last row ends at the unreadable page
+    std::vector<uint8_t> w(rb * rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto row = quantized_row(file_type, n, static_cast<uint32_t>(n * 7 + r));
+      std::memcpy(w.data() + rb * r, row.data(), rb);
+      pack_row(packed, row.data(), wp + rb * r, n);
+    }
+    std::vector<float> fx(static_cast<size_t>(n));
+    std::mt19937 rng(static_cast<uint32_t>(n + 1));
+    std::normal_distribution<float> g(0.0f, 1.0f);
+    for (auto& v : fx) v = g(rng);
+    std::vector<uint8_t> qx(row_bytes(vt, n));
+    quantize_activation(vt, fx.data(), qx.data(), n);
+    for (Isa isa : supported_isas()) {
+      std::vector<float> want(rows);
+      table(isa).weight[weight_index(file_type)].dot_rows(w.data(), rb, rows, qx.data(), n, want.data());
+      // Calls of every length that end at the page.
+      for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{5}, int64_t{17}, rows}) {
+        std::vector<float> got(static_cast<size_t>(count), -1.0f);
+        table(isa).weight[weight_index(packed)].dot_rows(wp + rb * (rows - count), rb, count, qx.data(), n,
+                                                         got.data());
+        ASSERT_EQ(0, std::memcmp(want.data() + rows - count, got.data(), got.size() * sizeof(float)))
+            << type_name(packed) << " " << isa_name(isa) << " n=" << n << " count=" << count;
+      }
+    }
+    munmap(map, span + page);
   }
 }
 
