@@ -11,8 +11,10 @@
 //       (512 MiB, in transparent huge pages as the loader's repacked matrices) that each call
 //       reads memory
 //     SPEC: V:ROWSxCOLS[:PAD] with V the variant (0, 1, ... in run.sh's order), or "plain" for a
-//       read of the same bytes with 512-bit loads, or "dp" for one dpbusd per 64 bytes of them;
-//       PAD 1 pads the row stride to a multiple of 64 bytes
+//       read of the same bytes with 512-bit loads, "dp" for one dpbusd per 64 bytes of them, "mis"
+//       for dp with every load 32 bytes off a line (each straddles two), "shift" for the same
+//       bytes as mis from aligned loads joined by valignq; PAD 1 pads the row stride to a
+//       multiple of 64 bytes
 // Prints per spec: the median time per call, min-max, GB/s, and the median over rounds of its
 // GB/s over the first spec's in the same round (min-max). Variants of one shape must agree bit for
 // bit ("same"; "DIFF" otherwise).
@@ -52,7 +54,7 @@ const KernelTable* const kTables[] = {
     SQ_VARIANTS
 #undef SQ_VARIANT
 };
-constexpr int kPlain = -1, kDp = -2;
+constexpr int kPlain = -1, kDp = -2, kMis = -3, kShift = -4;
 
 struct Spec {
   std::string text;
@@ -83,6 +85,30 @@ float read_bytes(const uint8_t* p, size_t n, bool dp) {
   return static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1)));
 }
 
+// dp over the bytes from p + 32 (p on a line): unaligned 64-byte loads, or (shift) aligned loads
+// whose halves are joined with valignq.
+float read_offset(const uint8_t* p, size_t n, bool shift) {
+  alignas(64) static thread_local uint8_t y[64] = {1};
+  __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63});
+  __m512i prev = _mm512_load_si512(base);
+  for (size_t o = 0; o + 192 <= n; o += 128) {
+    __m512i u, v;
+    if (shift) {
+      const __m512i l1 = _mm512_load_si512(base + o + 64), l2 = _mm512_load_si512(base + o + 128);
+      u = _mm512_alignr_epi64(l1, prev, 4);
+      v = _mm512_alignr_epi64(l2, l1, 4);
+      prev = l2;
+    } else {
+      u = _mm512_loadu_si512(base + o + 32);
+      v = _mm512_loadu_si512(base + o + 96);
+    }
+    a0 = _mm512_dpbusd_epi32(a0, u, _mm512_load_si512(y));
+    a1 = _mm512_dpbusd_epi32(a1, v, _mm512_load_si512(y));
+  }
+  return static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1)));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -109,7 +135,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bad spec '%s' (expected V:ROWSxCOLS[:PAD])\n", argv[a]);
       return 2;
     }
-    s.v = std::string(v) == "plain" ? kPlain : std::string(v) == "dp" ? kDp : std::atoi(v);
+    const std::string vs = v;
+    s.v = vs == "plain" ? kPlain : vs == "dp" ? kDp : vs == "mis" ? kMis : vs == "shift" ? kShift : std::atoi(vs.c_str());
     if (s.v >= n_variants) {
       std::fprintf(stderr, "spec '%s': only %d variants\n", argv[a], n_variants);
       return 2;
@@ -152,7 +179,9 @@ int main(int argc, char** argv) {
   auto part = [&](int i) {
     const int64_t a = cur->rows * i / threads, b = cur->rows * (i + 1) / threads;
     const uint8_t* wa = w + cur->rb * static_cast<size_t>(a);
-    if (cur->v < 0) {
+    if (cur->v == kMis || cur->v == kShift) {
+      cur->out[static_cast<size_t>(a)] = read_offset(wa, cur->rb * static_cast<size_t>(b - a), cur->v == kShift);
+    } else if (cur->v < 0) {
       cur->out[static_cast<size_t>(a)] = read_bytes(wa, cur->rb * static_cast<size_t>(b - a), cur->v == kDp);
     } else {
       kTables[cur->v]->weight[weight_index(t)].dot_rows(wa, cur->rb, b - a, cur->x.data(), cur->cols,
