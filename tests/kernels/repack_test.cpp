@@ -150,7 +150,7 @@ TEST_P(RepackTest, KernelsMatchTheFileType) {
 
 // The one-token kernel reads a row's short last group with loads that run on past the row, into
 // the next rows of the call; nothing past the call's last row may be read. Each call's rows end
-// right before a page that cannot be read.
+// right before a page that cannot be read, so a read past them ends the test with SIGSEGV.
 TEST_P(RepackTest, OneTokenKernelReadsNothingPastItsRows) {
   const GgmlType file_type = GetParam();
   const GgmlType packed = *packed_type(file_type);
@@ -180,7 +180,7 @@ TEST_P(RepackTest, OneTokenKernelReadsNothingPastItsRows) {
     for (Isa isa : supported_isas()) {
       std::vector<float> want(rows);
       table(isa).weight[weight_index(file_type)].dot_rows(w.data(), rb, rows, qx.data(), n, want.data());
-      // Calls of every length that end at the page.
+      // Calls of several lengths, each ending at the page.
       for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{5}, int64_t{17}, rows}) {
         std::vector<float> got(static_cast<size_t>(count), -1.0f);
         table(isa).weight[weight_index(packed)].dot_rows(wp + rb * (rows - count), rb, count, qx.data(), n,
