@@ -5,7 +5,7 @@
 // changes (docs/benchmarks.md, run T); within one process the ratios hold.
 //
 //   variant_ab TYPE THREADS CALLS ROUNDS hot|dram SPEC...
-//     TYPE: q8 q4 q5 q41 q51 (the packed layouts Q8_0x16 ... Q5_1x16)
+//     TYPE: q8 q4 q5 q41 q51 (the packed layouts Q8_0x16 ... Q5_1x16), q4k q5k q6k
 //     CALLS: calls per variant and round, timed together
 //     hot: one matrix, read again and again (in the caches if it fits); dram: enough copies of it
 //       (512 MiB, in transparent huge pages as the loader's repacked matrices) that each call
@@ -121,6 +121,9 @@ int main(int argc, char** argv) {
                      : tn == "q5"  ? GgmlType::Q5_0_X16
                      : tn == "q41" ? GgmlType::Q4_1_X16
                      : tn == "q51" ? GgmlType::Q5_1_X16
+                     : tn == "q4k" ? GgmlType::Q4_K
+                     : tn == "q5k" ? GgmlType::Q5_K
+                     : tn == "q6k" ? GgmlType::Q6_K
                                    : GgmlType::Q8_0_X16;
   const int threads = std::atoi(argv[2]), calls = std::atoi(argv[3]), rounds = std::atoi(argv[4]);
   const bool dram = std::string(argv[5]) == "dram";
