@@ -139,7 +139,15 @@ int main(int argc, char** argv) {
       return 2;
     }
     const std::string vs = v;
-    s.v = vs == "plain" ? kPlain : vs == "dp" ? kDp : vs == "mis" ? kMis : vs == "shift" ? kShift : std::atoi(vs.c_str());
+    if (vs == "plain" || vs == "dp" || vs == "mis" || vs == "shift") {
+      s.v = vs == "plain" ? kPlain : vs == "dp" ? kDp : vs == "mis" ? kMis : kShift;
+    } else if (!vs.empty() && vs.find_first_not_of("0123456789") == std::string::npos) {
+      s.v = std::atoi(vs.c_str());
+    } else {
+      std::fprintf(stderr, "spec '%s': '%s' is neither a variant number nor plain, dp, mis or shift\n",
+                   argv[a], v);
+      return 2;
+    }
     if (s.v >= n_variants) {
       std::fprintf(stderr, "spec '%s': only %d variants\n", argv[a], n_variants);
       return 2;
