@@ -5,7 +5,7 @@
 // changes (docs/benchmarks.md, run T); within one process the ratios hold.
 //
 //   variant_ab TYPE THREADS CALLS ROUNDS hot|dram SPEC...
-//     TYPE: q8 q4 q5 q41 q51 (the packed layouts Q8_0x16 ... Q5_1x16), q4k q5k q6k
+//     TYPE: q8 q4 q5 q41 q51 (the packed layouts Q8_0x16 ... Q5_1x16), q4k q5k q6k, q4kx4 (Q4_Kx4)
 //     CALLS: calls per variant and round, timed together
 //     hot: one matrix, read again and again (in the caches if it fits); dram: enough copies of it
 //       (512 MiB, in transparent huge pages as the loader's repacked matrices) that each call
@@ -14,7 +14,8 @@
 //       read of the same bytes with 512-bit loads, "dp" for one dpbusd per 64 bytes of them, "mis"
 //       for dp with every load 32 bytes off a line (each straddles two), "shift" for the same
 //       bytes as mis from aligned loads joined by valignq; PAD 1 pads the row stride to a
-//       multiple of 64 bytes
+//       multiple of 64 bytes; a suffix @TYPE runs the spec on that type instead (its rows are the
+//       same values: 0:256x2048@q4k beside 0:256x2048@q4kx4 compares the two layouts)
 // Prints per spec: the median time per call, min-max, GB/s, and the median over rounds of its
 // GB/s over the first spec's in the same round (min-max). Variants of one shape must agree bit for
 // bit ("same"; "DIFF" otherwise).
@@ -58,6 +59,7 @@ constexpr int kPlain = -1, kDp = -2, kMis = -3, kShift = -4;
 
 struct Spec {
   std::string text;
+  GgmlType t{};
   int v = 0;
   int64_t rows = 0, cols = 0;
   size_t rb = 0, mat = 0;
@@ -116,15 +118,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s TYPE THREADS CALLS ROUNDS hot|dram SPEC...\n", argv[0]);
     return 2;
   }
-  const std::string tn = argv[1];
-  const GgmlType t = tn == "q4"    ? GgmlType::Q4_0_X16
-                     : tn == "q5"  ? GgmlType::Q5_0_X16
-                     : tn == "q41" ? GgmlType::Q4_1_X16
-                     : tn == "q51" ? GgmlType::Q5_1_X16
-                     : tn == "q4k" ? GgmlType::Q4_K
-                     : tn == "q5k" ? GgmlType::Q5_K
-                     : tn == "q6k" ? GgmlType::Q6_K
-                                   : GgmlType::Q8_0_X16;
+  auto type_of = [](const std::string& tn, GgmlType& t) {
+    const std::pair<const char*, GgmlType> names[] = {
+        {"q8", GgmlType::Q8_0_X16}, {"q4", GgmlType::Q4_0_X16}, {"q5", GgmlType::Q5_0_X16},
+        {"q41", GgmlType::Q4_1_X16}, {"q51", GgmlType::Q5_1_X16}, {"q4k", GgmlType::Q4_K},
+        {"q5k", GgmlType::Q5_K}, {"q6k", GgmlType::Q6_K}, {"q4kx4", GgmlType::Q4_K_X4}};
+    for (const auto& [name, type] : names) {
+      if (tn == name) return t = type, true;
+    }
+    std::fprintf(stderr, "unknown type '%s' (q8 q4 q5 q41 q51 q4k q5k q6k q4kx4)\n", tn.c_str());
+    return false;
+  };
+  GgmlType type{};
+  if (!type_of(argv[1], type)) return 2;
   const int threads = std::atoi(argv[2]), calls = std::atoi(argv[3]), rounds = std::atoi(argv[4]);
   const bool dram = std::string(argv[5]) == "dram";
   const int n_variants = static_cast<int>(sizeof kTables / sizeof kTables[0]);
@@ -134,7 +140,13 @@ int main(int argc, char** argv) {
     s.text = argv[a];
     char v[16] = {};
     int pad = 0;
-    if (std::sscanf(argv[a], "%15[^:]:%ldx%ld:%d", v, &s.rows, &s.cols, &pad) < 3) {
+    s.t = type;
+    std::string text = argv[a];
+    if (const size_t at = text.find('@'); at != std::string::npos) {
+      if (!type_of(text.substr(at + 1), s.t)) return 2;
+      text.resize(at);
+    }
+    if (std::sscanf(text.c_str(), "%15[^:]:%ldx%ld:%d", v, &s.rows, &s.cols, &pad) < 3) {
       std::fprintf(stderr, "bad spec '%s' (expected V:ROWSxCOLS[:PAD])\n", argv[a]);
       return 2;
     }
@@ -152,7 +164,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "spec '%s': only %d variants\n", argv[a], n_variants);
       return 2;
     }
-    s.rb = row_bytes(t, s.cols);
+    s.rb = row_bytes(s.t, s.cols);
     if (pad) s.rb = (s.rb + 63) / 64 * 64;
     s.mat = s.rb * static_cast<size_t>(s.rows);
     s.copies = dram ? (int64_t{512} << 20) / static_cast<int64_t>(s.mat) + 1 : 1;
@@ -167,14 +179,14 @@ int main(int argc, char** argv) {
     std::vector<uint8_t> distinct(s.rb * 64);
     for (int r = 0; r < 64; ++r) {
       for (auto& e : f) e = g(rng);
-      quantize_row(t, f.data(), distinct.data() + s.rb * r, s.cols);
+      quantize_row(s.t, f.data(), distinct.data() + s.rb * r, s.cols);
     }
     for (int64_t c = 0; c < s.copies; ++c) {
       for (int64_t r = 0; r < s.rows; ++r) {
         std::memcpy(s.base + s.mat * c + s.rb * r, distinct.data() + s.rb * (r % 64), s.rb);
       }
     }
-    const GgmlType vt = vec_dot_type(t);
+    const GgmlType vt = vec_dot_type(s.t);
     s.x.resize(row_bytes(vt, s.cols));
     for (auto& e : f) e = g(rng);
     table(Isa::Ref).quantize[activation_index(vt)](f.data(), s.x.data(), s.cols);
@@ -195,7 +207,7 @@ int main(int argc, char** argv) {
     } else if (cur->v < 0) {
       cur->out[static_cast<size_t>(a)] = read_bytes(wa, cur->rb * static_cast<size_t>(b - a), cur->v == kDp);
     } else {
-      kTables[cur->v]->weight[weight_index(t)].dot_rows(wa, cur->rb, b - a, cur->x.data(), cur->cols,
+      kTables[cur->v]->weight[weight_index(cur->t)].dot_rows(wa, cur->rb, b - a, cur->x.data(), cur->cols,
                                                         cur->out.data() + a);
     }
   };

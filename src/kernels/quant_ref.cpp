@@ -874,20 +874,23 @@ SQ_DEFINE_BLOCK_REF_KERNELS(q6_k, BlockQ6_K)
 
 #undef SQ_DEFINE_BLOCK_REF_KERNELS
 
-// The packed layouts (kernels/repack.h): each group of sixteen blocks is unpacked into standard
+// The packed layouts (kernels/repack.h): each group of sixteen (Q4_Kx4: four) blocks is unpacked into standard
 // blocks on the stack and goes through the standard kernels' per-block steps, block index for block
 // index, so the results are the unpacked type's bits.
 namespace {
 
-int64_t group_count(int64_t nb, int64_t g) { return std::min(kPackGroup, nb - kPackGroup * g); }
+template <GgmlType P>
+int64_t group_count(int64_t nb, int64_t g) {
+  return std::min(pack_group_blocks(P), nb - pack_group_blocks(P) * g);
+}
 
 template <GgmlType P, typename Block>
 void dequantize_packed(const void* src, float* dst, int64_t n) {
   const int64_t nb = n / Block::kElems;
   Block tmp[kPackGroup];
-  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+  for (int64_t g = 0; g * pack_group_blocks(P) < nb; ++g) {
     unpack_group(P, src, nb, g, tmp);
-    dequantize_blocks<Block>(tmp, dst + g * kPackGroup * Block::kElems, group_count(nb, g) * Block::kElems);
+    dequantize_blocks<Block>(tmp, dst + g * pack_group_blocks(P) * Block::kElems, group_count<P>(nb, g) * Block::kElems);
   }
 }
 
@@ -895,8 +898,8 @@ template <GgmlType P, typename Block>
 void quantize_packed(const float* src, void* dst, int64_t n) {
   const int64_t nb = n / Block::kElems;
   Block tmp[kPackGroup];
-  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
-    quantize_blocks<Block>(src + g * kPackGroup * Block::kElems, tmp, group_count(nb, g) * Block::kElems);
+  for (int64_t g = 0; g * pack_group_blocks(P) < nb; ++g) {
+    quantize_blocks<Block>(src + g * pack_group_blocks(P) * Block::kElems, tmp, group_count<P>(nb, g) * Block::kElems);
     pack_group(P, tmp, nb, g, dst);
   }
 }
@@ -907,11 +910,11 @@ float dot_packed(const void* row, const float* x, int64_t n) {
   Block tmp[kPackGroup];
   float w[Block::kElems];
   LaneSum sum;
-  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+  for (int64_t g = 0; g * pack_group_blocks(P) < nb; ++g) {
     unpack_group(P, row, nb, g, tmp);
-    for (int64_t i = 0; i < group_count(nb, g); ++i) {
+    for (int64_t i = 0; i < group_count<P>(nb, g); ++i) {
       dequant_block(tmp[i], w);
-      sum.add(w, x + (g * kPackGroup + i) * Block::kElems, Block::kElems);
+      sum.add(w, x + (g * pack_group_blocks(P) + i) * Block::kElems, Block::kElems);
     }
   }
   return sum.total();
@@ -922,10 +925,10 @@ float dot_q_packed(const void* row, const void* qx, int64_t n) {
   const int64_t nb = n / Block::kElems;
   Block tmp[kPackGroup];
   LaneSum sum;
-  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
+  for (int64_t g = 0; g * pack_group_blocks(P) < nb; ++g) {
     unpack_group(P, row, nb, g, tmp);
-    for (int64_t i = 0; i < group_count(nb, g); ++i) {
-      const int64_t b = g * kPackGroup + i;
+    for (int64_t i = 0; i < group_count<P>(nb, g); ++i) {
+      const int64_t b = g * pack_group_blocks(P) + i;
       sum.add_block(b, block_dot(tmp[i], load_block<ABlock>(qx, b)));
     }
   }
@@ -953,6 +956,7 @@ SQ_DEFINE_PACKED_REF_KERNELS(q4_1x16, Q4_1_X16, BlockQ4_1, BlockQ8_1)
 SQ_DEFINE_PACKED_REF_KERNELS(q5_0x16, Q5_0_X16, BlockQ5_0, BlockQ8_0)
 SQ_DEFINE_PACKED_REF_KERNELS(q5_1x16, Q5_1_X16, BlockQ5_1, BlockQ8_1)
 SQ_DEFINE_PACKED_REF_KERNELS(q8_0x16, Q8_0_X16, BlockQ8_0, BlockQ8_0)
+SQ_DEFINE_PACKED_REF_KERNELS(q4_kx4, Q4_K_X4, BlockQ4_K, BlockQ8_K)
 
 #undef SQ_DEFINE_PACKED_REF_KERNELS
 
@@ -1055,6 +1059,7 @@ SQ_DEFINE_REF_MULTI(q4_1x16)
 SQ_DEFINE_REF_MULTI(q5_0x16)
 SQ_DEFINE_REF_MULTI(q5_1x16)
 SQ_DEFINE_REF_MULTI(q8_0x16)
+SQ_DEFINE_REF_MULTI(q4_kx4)
 
 #undef SQ_DEFINE_REF_MULTI
 

@@ -96,7 +96,40 @@ void convert_group(const Geometry& geo, const uint8_t* from, uint8_t* to, int64_
   }
 }
 
-int64_t group_blocks(int64_t nb, int64_t g) { return nb - kPackGroup * g < kPackGroup ? nb - kPackGroup * g : kPackGroup; }
+// Q4_Kx4: standard blocks -> packed group (kPack) or back. Block i's 16-byte head goes to 16i; byte
+// 4m + j of its quant chunk k (j = 0..3) to plane m, at 16i + 4k + j.
+template <bool kPack>
+void convert_k4_group(const uint8_t* from, uint8_t* to, int64_t count) {
+  const size_t c = static_cast<size_t>(count);
+  constexpr size_t kHead = 16, kBlock = sizeof(BlockQ4_K);
+  for (size_t i = 0; i < c; ++i) {
+    const size_t b = i * kBlock, h = i * kHead;
+    std::memcpy(to + (kPack ? h : b), from + (kPack ? b : h), kHead);
+    for (size_t k = 0; k < 4; ++k) {
+      for (size_t m = 0; m < 8; ++m) {
+        const size_t in_block = b + kHead + 32 * k + 4 * m;
+        const size_t in_plane = kHead * c + 16 * c * m + 16 * i + 4 * k;
+        std::memcpy(to + (kPack ? in_plane : in_block), from + (kPack ? in_block : in_plane), 4);
+      }
+    }
+  }
+}
+
+int64_t group_blocks(GgmlType packed, int64_t nb, int64_t g) {
+  const int64_t G = pack_group_blocks(packed);
+  return nb - G * g < G ? nb - G * g : G;
+}
+
+size_t unpacked_block_bytes(GgmlType packed) { return type_info(unpacked_type(packed))->block_bytes; }
+
+template <bool kPack>
+void convert(GgmlType packed, const uint8_t* from, uint8_t* to, int64_t count) {
+  if (packed == GgmlType::Q4_K_X4) {
+    convert_k4_group<kPack>(from, to, count);
+  } else {
+    convert_group<kPack>(geometry(packed), from, to, count);
+  }
+}
 
 }  // namespace
 
@@ -107,6 +140,7 @@ std::optional<GgmlType> packed_type(GgmlType t) {
     case GgmlType::Q5_0: return GgmlType::Q5_0_X16;
     case GgmlType::Q5_1: return GgmlType::Q5_1_X16;
     case GgmlType::Q8_0: return GgmlType::Q8_0_X16;
+    case GgmlType::Q4_K: return GgmlType::Q4_K_X4;
     default: return std::nullopt;
   }
 }
@@ -118,6 +152,7 @@ GgmlType unpacked_type(GgmlType t) {
     case GgmlType::Q5_0_X16: return GgmlType::Q5_0;
     case GgmlType::Q5_1_X16: return GgmlType::Q5_1;
     case GgmlType::Q8_0_X16: return GgmlType::Q8_0;
+    case GgmlType::Q4_K_X4: return GgmlType::Q4_K;
     default: return t;
   }
 }
@@ -125,31 +160,30 @@ GgmlType unpacked_type(GgmlType t) {
 bool is_packed_type(GgmlType t) { return unpacked_type(t) != t; }
 
 void unpack_group(GgmlType packed, const void* row, int64_t nb, int64_t g, void* blocks) {
-  const Geometry geo = geometry(packed);
-  const uint8_t* group = static_cast<const uint8_t*>(row) + static_cast<size_t>(g * kPackGroup) * geo.block_bytes;
-  convert_group<false>(geo, group, static_cast<uint8_t*>(blocks), group_blocks(nb, g));
+  const size_t first = static_cast<size_t>(g * pack_group_blocks(packed));
+  const uint8_t* group = static_cast<const uint8_t*>(row) + first * unpacked_block_bytes(packed);
+  convert<false>(packed, group, static_cast<uint8_t*>(blocks), group_blocks(packed, nb, g));
 }
 
 void pack_group(GgmlType packed, const void* blocks, int64_t nb, int64_t g, void* row) {
-  const Geometry geo = geometry(packed);
-  uint8_t* group = static_cast<uint8_t*>(row) + static_cast<size_t>(g * kPackGroup) * geo.block_bytes;
-  convert_group<true>(geo, static_cast<const uint8_t*>(blocks), group, group_blocks(nb, g));
+  const size_t first = static_cast<size_t>(g * pack_group_blocks(packed));
+  uint8_t* group = static_cast<uint8_t*>(row) + first * unpacked_block_bytes(packed);
+  convert<true>(packed, static_cast<const uint8_t*>(blocks), group, group_blocks(packed, nb, g));
 }
 
 void pack_row(GgmlType packed, const void* src, void* dst, int64_t n) {
-  const Geometry geo = geometry(packed);
-  const int64_t nb = n / kQK;
-  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
-    pack_group(packed, static_cast<const uint8_t*>(src) + static_cast<size_t>(g * kPackGroup) * geo.block_bytes,
-               nb, g, dst);
+  const size_t bb = unpacked_block_bytes(packed);
+  const int64_t nb = n / type_info(packed)->block_elems, G = pack_group_blocks(packed);
+  for (int64_t g = 0; g * G < nb; ++g) {
+    pack_group(packed, static_cast<const uint8_t*>(src) + static_cast<size_t>(g * G) * bb, nb, g, dst);
   }
 }
 
 void unpack_row(GgmlType packed, const void* src, void* dst, int64_t n) {
-  const Geometry geo = geometry(packed);
-  const int64_t nb = n / kQK;
-  for (int64_t g = 0; g * kPackGroup < nb; ++g) {
-    unpack_group(packed, src, nb, g, static_cast<uint8_t*>(dst) + static_cast<size_t>(g * kPackGroup) * geo.block_bytes);
+  const size_t bb = unpacked_block_bytes(packed);
+  const int64_t nb = n / type_info(packed)->block_elems, G = pack_group_blocks(packed);
+  for (int64_t g = 0; g * G < nb; ++g) {
+    unpack_group(packed, src, nb, g, static_cast<uint8_t*>(dst) + static_cast<size_t>(g * G) * bb);
   }
 }
 

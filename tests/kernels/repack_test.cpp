@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "kernels/blocks.h"
 #include "kernels/isa.h"
 #include "kernels/quant.h"
 #include "kernels/repack.h"
@@ -27,6 +28,18 @@ std::vector<uint8_t> quantized_row(GgmlType t, int64_t n, uint32_t seed) {
   return row;
 }
 
+// Row lengths, in blocks of the file type: whole groups, and rows ending in short groups of every
+// kind the kernels treat apart (x16: 1, 2, 3, 8 and 12 blocks; Q4_Kx4: 1, 2 and 3 blocks, and rows
+// whose last eight blocks are 1-7, which the one-token kernel takes as a whole group and a short
+// one).
+std::vector<int64_t> row_lengths(GgmlType file_type) {
+  const int64_t be = type_info(file_type)->block_elems;
+  std::vector<int64_t> blocks = {1, 2, 3, 17, 28, 64, 152, 176};
+  if (be == 256) blocks = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 19, 22};
+  for (auto& b : blocks) b *= be;
+  return blocks;
+}
+
 class RepackTest : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(RepackTest, RoundTripKeepsSizeAndBytes) {
@@ -35,7 +48,7 @@ TEST_P(RepackTest, RoundTripKeepsSizeAndBytes) {
   EXPECT_EQ(unpacked_type(packed), file_type);
   EXPECT_TRUE(is_packed_type(packed));
   EXPECT_FALSE(is_packed_type(file_type));
-  for (int64_t n : {32, 480, 512, 544, 896, 2048, 4864, 5632}) {
+  for (int64_t n : row_lengths(file_type)) {
     EXPECT_EQ(row_bytes(packed, n), row_bytes(file_type, n));
     const auto row = quantized_row(file_type, n, static_cast<uint32_t>(n));
     std::vector<uint8_t> p(row.size(), 0xEE), back(row.size(), 0xEE);
@@ -53,6 +66,7 @@ TEST_P(RepackTest, RoundTripKeepsSizeAndBytes) {
 // the mins (Q4_1, Q5_1), the high-bit words (Q5_0, Q5_1), the quant planes.
 TEST_P(RepackTest, LayoutIsScalesThenPlanes) {
   const GgmlType file_type = GetParam();
+  if (file_type == GgmlType::Q4_K) return;  // Q4_Kx4: Repack.Q4KLayoutIsHeadsThenPlanes
   const GgmlType packed = *packed_type(file_type);
   const size_t bb = row_bytes(file_type, 32);
   const bool q5 = file_type == GgmlType::Q5_0 || file_type == GgmlType::Q5_1;
@@ -101,8 +115,7 @@ TEST_P(RepackTest, KernelsMatchTheFileType) {
   for (Isa isa : supported_isas()) {
     const WeightKernels& kf = table(isa).weight[weight_index(file_type)];
     const WeightKernels& kp = table(isa).weight[weight_index(packed)];
-    // Row lengths ending in a short group of 1, 2, 3, 8 and 12 blocks, and whole groups.
-    for (int64_t n : {32, 64, 96, 544, 896, 2048, 4864, 5632}) {
+    for (int64_t n : row_lengths(file_type)) {
       const int64_t rows = 37, tokens = 11;
       const size_t rb = row_bytes(file_type, n);
       std::vector<uint8_t> w, wp(rb * rows);
@@ -156,7 +169,7 @@ TEST_P(RepackTest, OneTokenKernelReadsNothingPastItsRows) {
   const GgmlType packed = *packed_type(file_type);
   const GgmlType vt = vec_dot_type(file_type);
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  for (int64_t n : {32, 64, 96, 544, 896, 4864}) {
+  for (int64_t n : row_lengths(file_type)) {
     const size_t rb = row_bytes(file_type, n);
     const int64_t rows = 40;
     const size_t span = (rb * rows + page - 1) / page * page;
@@ -193,16 +206,41 @@ TEST_P(RepackTest, OneTokenKernelReadsNothingPastItsRows) {
   }
 }
 
+// Q4_Kx4 by hand, on a row of two whole groups and one of three blocks: each block's first 16
+// bytes in block order, then plane m with chunk k's bytes 4m..4m+3 of block i at 16i + 4k.
+TEST(Repack, Q4KLayoutIsHeadsThenPlanes) {
+  const int64_t nb = 11, n = 256 * nb;
+  const size_t bb = sizeof(BlockQ4_K);
+  const auto row = quantized_row(GgmlType::Q4_K, n, 5);
+  std::vector<uint8_t> p(row.size());
+  pack_row(GgmlType::Q4_K_X4, row.data(), p.data(), n);
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t c = b < 8 ? 4 : 3;  // blocks in b's group
+    const size_t i = static_cast<size_t>(b % 4);
+    const uint8_t* group = p.data() + static_cast<size_t>(b / 4) * 4 * bb;
+    const uint8_t* block = row.data() + static_cast<size_t>(b) * bb;
+    ASSERT_EQ(0, std::memcmp(group + 16 * i, block, 16)) << "head of block " << b;
+    for (size_t q = 0; q < 128; ++q) {
+      const size_t k = q / 32, m = (q % 32) / 4;
+      ASSERT_EQ(group[16 * c + 16 * c * m + 16 * i + 4 * k + q % 4], block[16 + q])
+          << "block " << b << " quant byte " << q;
+    }
+  }
+}
+
 TEST(Repack, InternalTypesStayOutOfFiles) {
   EXPECT_TRUE(type_internal(GgmlType::Q4_0_X16));
   EXPECT_FALSE(type_internal(GgmlType::Q4_0));
   EXPECT_FALSE(type_from_name("Q4_0x16").has_value());
   EXPECT_EQ(type_name(GgmlType::Q8_0_X16), "Q8_0x16");
+  EXPECT_TRUE(type_internal(GgmlType::Q4_K_X4));
+  EXPECT_FALSE(type_from_name("Q4_Kx4").has_value());
+  EXPECT_EQ(type_name(GgmlType::Q4_K_X4), "Q4_Kx4");
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, RepackTest,
                          ::testing::Values(GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                                           GgmlType::Q8_0),
+                                           GgmlType::Q8_0, GgmlType::Q4_K),
                          [](const auto& info) { return type_name(info.param); });
 
 }  // namespace
