@@ -141,7 +141,8 @@ int register_all() {
   const GgmlType types[] = {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0,
                             GgmlType::Q5_K, GgmlType::F16,  GgmlType::BF16, GgmlType::F32,
                             GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_0_X16,
-                            GgmlType::Q4_1_X16, GgmlType::Q5_0_X16, GgmlType::Q5_1_X16, GgmlType::Q8_0_X16};
+                            GgmlType::Q4_1_X16, GgmlType::Q5_0_X16, GgmlType::Q5_1_X16, GgmlType::Q8_0_X16,
+                            GgmlType::Q4_K_X4};
   const std::pair<int64_t, int64_t> shapes[] = {{2048, 2048}, {5632, 2048}, {2048, 5632}, {4096, 4096},
                                                 {32768, 4096}, {4864, 896},  {896, 4864},  {151936, 896},
                                                 {256, 2048},   {512, 896},   {512, 1024}};
