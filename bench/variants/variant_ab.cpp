@@ -5,7 +5,7 @@
 // changes (docs/benchmarks.md, run T); within one process the ratios hold.
 //
 //   variant_ab TYPE THREADS CALLS ROUNDS hot|dram SPEC...
-//     TYPE: q8 q4 q5 q41 q51 (the packed layouts Q8_0x16 ... Q5_1x16), q4k q5k q6k, q4kx4 (Q4_Kx4)
+//     TYPE: q8 q4 q5 q41 q51 (the packed layouts Q8_0x16 ... Q5_1x16), q4k q5k q6k, q4kx4 q5kx4 (Q4_Kx4, Q5_Kx4)
 //     CALLS: calls per variant and round, timed together
 //     hot: one matrix, read again and again (in the caches if it fits); dram: enough copies of it
 //       (512 MiB, in transparent huge pages as the loader's repacked matrices) that each call
@@ -122,11 +122,12 @@ int main(int argc, char** argv) {
     const std::pair<const char*, GgmlType> names[] = {
         {"q8", GgmlType::Q8_0_X16}, {"q4", GgmlType::Q4_0_X16}, {"q5", GgmlType::Q5_0_X16},
         {"q41", GgmlType::Q4_1_X16}, {"q51", GgmlType::Q5_1_X16}, {"q4k", GgmlType::Q4_K},
-        {"q5k", GgmlType::Q5_K}, {"q6k", GgmlType::Q6_K}, {"q4kx4", GgmlType::Q4_K_X4}};
+        {"q5k", GgmlType::Q5_K}, {"q6k", GgmlType::Q6_K}, {"q4kx4", GgmlType::Q4_K_X4},
+        {"q5kx4", GgmlType::Q5_K_X4}};
     for (const auto& [name, type] : names) {
       if (tn == name) return t = type, true;
     }
-    std::fprintf(stderr, "unknown type '%s' (q8 q4 q5 q41 q51 q4k q5k q6k q4kx4)\n", tn.c_str());
+    std::fprintf(stderr, "unknown type '%s' (q8 q4 q5 q41 q51 q4k q5k q6k q4kx4 q5kx4)\n", tn.c_str());
     return false;
   };
   GgmlType type{};

@@ -52,11 +52,11 @@ inline constexpr GgmlType kTableWeightTypes[] = {
     GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
     GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
     GgmlType::Q4_0_X16, GgmlType::Q4_1_X16, GgmlType::Q5_0_X16, GgmlType::Q5_1_X16, GgmlType::Q8_0_X16,
-    GgmlType::Q4_K_X4};
+    GgmlType::Q4_K_X4, GgmlType::Q5_K_X4};
 inline constexpr GgmlType kTableActivationTypes[] = {GgmlType::F32,  GgmlType::F16,
                                                      GgmlType::BF16, GgmlType::Q8_0,
                                                      GgmlType::Q8_1, GgmlType::Q8_K};
-inline constexpr int kNumTableWeightTypes = 17;
+inline constexpr int kNumTableWeightTypes = 18;
 inline constexpr int kNumTableActivationTypes = 6;
 
 constexpr int weight_index(GgmlType t) {

@@ -39,6 +39,7 @@ const std::array kTraits = {
     SQ_REF_TRAITS(Q5_1_X16, q5_1x16, BlockQ5_1::kElems, sizeof(BlockQ5_1), Q8_1),
     SQ_REF_TRAITS(Q8_0_X16, q8_0x16, BlockQ8_0::kElems, sizeof(BlockQ8_0), Q8_0),
     SQ_REF_TRAITS(Q4_K_X4, q4_kx4, BlockQ4_K::kElems, sizeof(BlockQ4_K), Q8_K),
+    SQ_REF_TRAITS(Q5_K_X4, q5_kx4, BlockQ5_K::kElems, sizeof(BlockQ5_K), Q8_K),
 };
 
 #undef SQ_REF_TRAITS

@@ -874,7 +874,7 @@ SQ_DEFINE_BLOCK_REF_KERNELS(q6_k, BlockQ6_K)
 
 #undef SQ_DEFINE_BLOCK_REF_KERNELS
 
-// The packed layouts (kernels/repack.h): each group of sixteen (Q4_Kx4: four) blocks is unpacked into standard
+// The packed layouts (kernels/repack.h): each group of sixteen (Q4_Kx4, Q5_Kx4: four) blocks is unpacked into standard
 // blocks on the stack and goes through the standard kernels' per-block steps, block index for block
 // index, so the results are the unpacked type's bits.
 namespace {
@@ -957,6 +957,7 @@ SQ_DEFINE_PACKED_REF_KERNELS(q5_0x16, Q5_0_X16, BlockQ5_0, BlockQ8_0)
 SQ_DEFINE_PACKED_REF_KERNELS(q5_1x16, Q5_1_X16, BlockQ5_1, BlockQ8_1)
 SQ_DEFINE_PACKED_REF_KERNELS(q8_0x16, Q8_0_X16, BlockQ8_0, BlockQ8_0)
 SQ_DEFINE_PACKED_REF_KERNELS(q4_kx4, Q4_K_X4, BlockQ4_K, BlockQ8_K)
+SQ_DEFINE_PACKED_REF_KERNELS(q5_kx4, Q5_K_X4, BlockQ5_K, BlockQ8_K)
 
 #undef SQ_DEFINE_PACKED_REF_KERNELS
 
@@ -1060,6 +1061,7 @@ SQ_DEFINE_REF_MULTI(q5_0x16)
 SQ_DEFINE_REF_MULTI(q5_1x16)
 SQ_DEFINE_REF_MULTI(q8_0x16)
 SQ_DEFINE_REF_MULTI(q4_kx4)
+SQ_DEFINE_REF_MULTI(q5_kx4)
 
 #undef SQ_DEFINE_REF_MULTI
 

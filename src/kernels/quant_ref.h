@@ -31,6 +31,7 @@ SQ_DECLARE_REF_KERNELS(q5_0x16)
 SQ_DECLARE_REF_KERNELS(q5_1x16)
 SQ_DECLARE_REF_KERNELS(q8_0x16)
 SQ_DECLARE_REF_KERNELS(q4_kx4)
+SQ_DECLARE_REF_KERNELS(q5_kx4)
 
 #undef SQ_DECLARE_REF_KERNELS
 
@@ -59,6 +60,7 @@ float dot_row_q_q5_0x16_ref(const void* row, const void* qx, int64_t n);  // x: 
 float dot_row_q_q5_1x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_1
 float dot_row_q_q8_0x16_ref(const void* row, const void* qx, int64_t n);  // x: Q8_0
 float dot_row_q_q4_kx4_ref(const void* row, const void* qx, int64_t n);   // x: Q8_K
+float dot_row_q_q5_kx4_ref(const void* row, const void* qx, int64_t n);   // x: Q8_K
 
 // The multi-row and tiled forms of the above (isa.h): loops over dot_row_q_*_ref.
 #define SQ_DECLARE_REF_MULTI(name)                                                                \
@@ -85,6 +87,7 @@ SQ_DECLARE_REF_MULTI(q5_0x16)
 SQ_DECLARE_REF_MULTI(q5_1x16)
 SQ_DECLARE_REF_MULTI(q8_0x16)
 SQ_DECLARE_REF_MULTI(q4_kx4)
+SQ_DECLARE_REF_MULTI(q5_kx4)
 
 #undef SQ_DECLARE_REF_MULTI
 
@@ -119,6 +122,7 @@ constexpr KernelTable ref_kernel_table() {
   SQ_REF_WEIGHT(Q5_1_X16, q5_1x16)
   SQ_REF_WEIGHT(Q8_0_X16, q8_0x16)
   SQ_REF_WEIGHT(Q4_K_X4, q4_kx4)
+  SQ_REF_WEIGHT(Q5_K_X4, q5_kx4)
 #undef SQ_REF_WEIGHT
   return t;
 }

@@ -96,20 +96,46 @@ void convert_group(const Geometry& geo, const uint8_t* from, uint8_t* to, int64_
   }
 }
 
-// Q4_Kx4: standard blocks -> packed group (kPack) or back. Block i's 16-byte head goes to 16i; byte
-// 4m + j of its quant chunk k (j = 0..3) to plane m, at 16i + 4k + j.
-template <bool kPack>
+// Q4_Kx4 and Q5_Kx4 (kQ5): standard blocks -> packed group (kPack) or back. Block i's 16-byte head
+// goes to 16i; byte 4m + j of its quant chunk k (j = 0..3) to plane m, at 16i + 4k + j; Q5_K's
+// fifth bits to the two regions before the planes, as kernels/repack.h says.
+template <bool kQ5, bool kPack>
 void convert_k4_group(const uint8_t* from, uint8_t* to, int64_t count) {
   const size_t c = static_cast<size_t>(count);
-  constexpr size_t kHead = 16, kBlock = sizeof(BlockQ4_K);
+  constexpr size_t kHead = 16, kQh = kQ5 ? 32 : 0, kBlock = kQ5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  const size_t planes = (kHead + kQh) * c;
   for (size_t i = 0; i < c; ++i) {
     const size_t b = i * kBlock, h = i * kHead;
     std::memcpy(to + (kPack ? h : b), from + (kPack ? b : h), kHead);
     for (size_t k = 0; k < 4; ++k) {
       for (size_t m = 0; m < 8; ++m) {
-        const size_t in_block = b + kHead + 32 * k + 4 * m;
-        const size_t in_plane = kHead * c + 16 * c * m + 16 * i + 4 * k;
+        const size_t in_block = b + kHead + kQh + 32 * k + 4 * m;
+        const size_t in_plane = planes + 16 * c * m + 16 * i + 4 * k;
         std::memcpy(to + (kPack ? in_plane : in_block), from + (kPack ? in_block : in_plane), 4);
+      }
+    }
+    if constexpr (kQ5) {
+      const uint8_t* qh = (kPack ? from + b : to + b) + kHead;  // the block's 32 bytes of qh
+      uint8_t* out_qh = to + b + kHead;
+      if (!kPack) std::memset(out_qh, 0, kQh);
+      for (size_t x = 0; x < 2; ++x) {
+        for (size_t k = 0; k < 4; ++k) {
+          for (size_t j = 0; j < 4; ++j) {
+            const size_t at = kHead * c + 16 * c * x + 16 * i + 4 * k + j;
+            uint8_t spread = 0;
+            for (size_t u = 0; u < 4; ++u) {
+              const size_t l = 4 * (4 * x + u) + j;  // qh byte of plane 4x + u
+              if (kPack) {
+                spread |= static_cast<uint8_t>(((qh[l] >> (2 * k)) & 1u) << u);
+                spread |= static_cast<uint8_t>(((qh[l] >> (2 * k + 1)) & 1u) << (4 + u));
+              } else {
+                out_qh[l] |= static_cast<uint8_t>(((from[at] >> u) & 1u) << (2 * k));
+                out_qh[l] |= static_cast<uint8_t>(((from[at] >> (4 + u)) & 1u) << (2 * k + 1));
+              }
+            }
+            if (kPack) to[at] = spread;
+          }
+        }
       }
     }
   }
@@ -125,7 +151,9 @@ size_t unpacked_block_bytes(GgmlType packed) { return type_info(unpacked_type(pa
 template <bool kPack>
 void convert(GgmlType packed, const uint8_t* from, uint8_t* to, int64_t count) {
   if (packed == GgmlType::Q4_K_X4) {
-    convert_k4_group<kPack>(from, to, count);
+    convert_k4_group<false, kPack>(from, to, count);
+  } else if (packed == GgmlType::Q5_K_X4) {
+    convert_k4_group<true, kPack>(from, to, count);
   } else {
     convert_group<kPack>(geometry(packed), from, to, count);
   }
@@ -141,6 +169,7 @@ std::optional<GgmlType> packed_type(GgmlType t) {
     case GgmlType::Q5_1: return GgmlType::Q5_1_X16;
     case GgmlType::Q8_0: return GgmlType::Q8_0_X16;
     case GgmlType::Q4_K: return GgmlType::Q4_K_X4;
+    case GgmlType::Q5_K: return GgmlType::Q5_K_X4;
     default: return std::nullopt;
   }
 }
@@ -153,6 +182,7 @@ GgmlType unpacked_type(GgmlType t) {
     case GgmlType::Q5_1_X16: return GgmlType::Q5_1;
     case GgmlType::Q8_0_X16: return GgmlType::Q8_0;
     case GgmlType::Q4_K_X4: return GgmlType::Q4_K;
+    case GgmlType::Q5_K_X4: return GgmlType::Q5_K;
     default: return t;
   }
 }

@@ -27,6 +27,12 @@
 // i: dpbusd over the planes accumulates each sub-block's sum in its own lane, again with no
 // transposition (Q4_K's file layout needs one per block).
 //
+// "Q5_Kx4": Q5_K as Q4_Kx4, with the blocks' fifth bits between the heads and the planes: two
+// regions of 16c bytes, the first for planes 0-3 and the second for planes 4-7, whose byte at
+// 16i + 4k + j holds, in bit m % 4, the fifth bit of plane m's low nibble at that place (bit 2k of
+// the block's qh[4m + j]) and in bit 4 + m % 4 that of its high nibble (bit 2k + 1). So a plane's
+// fifth bits are one shift and mask of a region's vector away.
+//
 // A group takes exactly the bytes of the blocks it replaces, so rows keep their size and row r
 // still starts at r * row_bytes: row splits, strides and sizes are those of the file. The integer
 // sums and the float steps are those of quant.h, so the results are bit-identical to the unpacked
@@ -42,11 +48,13 @@ namespace sq::kernels {
 
 inline constexpr int64_t kPackGroup = 16;  // the most blocks in a group (x16)
 
-// Blocks per group of a packed layout: 16, or 4 for Q4_Kx4.
-constexpr int64_t pack_group_blocks(GgmlType packed) { return packed == GgmlType::Q4_K_X4 ? 4 : kPackGroup; }
+// Blocks per group of a packed layout: 16, or 4 for Q4_Kx4 and Q5_Kx4.
+constexpr int64_t pack_group_blocks(GgmlType packed) {
+  return packed == GgmlType::Q4_K_X4 || packed == GgmlType::Q5_K_X4 ? 4 : kPackGroup;
+}
 
 // The packed layout of a weight type (Q4_0 -> Q4_0_X16, Q4_1 -> Q4_1_X16, Q5_0 -> Q5_0_X16,
-// Q5_1 -> Q5_1_X16, Q8_0 -> Q8_0_X16, Q4_K -> Q4_K_X4), or nullopt.
+// Q5_1 -> Q5_1_X16, Q8_0 -> Q8_0_X16, Q4_K -> Q4_K_X4, Q5_K -> Q5_K_X4), or nullopt.
 std::optional<GgmlType> packed_type(GgmlType t);
 // The file type a packed layout regroups (Q4_0_X16 -> Q4_0); other types are returned unchanged.
 GgmlType unpacked_type(GgmlType t);

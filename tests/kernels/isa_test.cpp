@@ -232,7 +232,7 @@ TEST_P(IsaDotTest, TiledBitIdenticalToRef) {
     // activations fit the kernels' buffer at a time.
     tile_lengths.insert(tile_lengths.end(), {544, 2048 + 96, 32768 + 96});
   }
-  if (t == GgmlType::Q4_K_X4) {
+  if (t == GgmlType::Q4_K_X4 || t == GgmlType::Q5_K_X4) {
     // Rows of which only two tokens' prepared activations fit the kernels' buffer, and rows of which
     // not even one does (they take the tile of decoded blocks).
     tile_lengths.insert(tile_lengths.end(), {32768 + 2048, 256 * 360});

@@ -29,7 +29,7 @@ std::vector<uint8_t> quantized_row(GgmlType t, int64_t n, uint32_t seed) {
 }
 
 // Row lengths, in blocks of the file type: whole groups, and rows ending in short groups of every
-// kind the kernels treat apart (x16: 1, 2, 3, 8 and 12 blocks; Q4_Kx4: 1, 2 and 3 blocks, and rows
+// kind the kernels treat apart (x16: 1, 2, 3, 8 and 12 blocks; x4: 1, 2 and 3 blocks, and rows
 // whose last eight blocks are 1-7, which the one-token kernel takes as a whole group and a short
 // one).
 std::vector<int64_t> row_lengths(GgmlType file_type) {
@@ -66,7 +66,8 @@ TEST_P(RepackTest, RoundTripKeepsSizeAndBytes) {
 // the mins (Q4_1, Q5_1), the high-bit words (Q5_0, Q5_1), the quant planes.
 TEST_P(RepackTest, LayoutIsScalesThenPlanes) {
   const GgmlType file_type = GetParam();
-  if (file_type == GgmlType::Q4_K) return;  // Q4_Kx4: Repack.Q4KLayoutIsHeadsThenPlanes
+  // Q4_Kx4 and Q5_Kx4: Repack.Q4KLayoutIsHeadsThenPlanes, Repack.Q5KLayoutAddsFifthBitRegions
+  if (file_type == GgmlType::Q4_K || file_type == GgmlType::Q5_K) return;
   const GgmlType packed = *packed_type(file_type);
   const size_t bb = row_bytes(file_type, 32);
   const bool q5 = file_type == GgmlType::Q5_0 || file_type == GgmlType::Q5_1;
@@ -228,6 +229,41 @@ TEST(Repack, Q4KLayoutIsHeadsThenPlanes) {
   }
 }
 
+// Q5_Kx4 by hand, on a row of one whole group and one of three blocks: the heads, the two regions
+// of fifth bits (byte 16i + 4k + j of region x: bit u is bit 2k of qh[4(4x + u) + j], bit 4 + u is
+// bit 2k + 1), then the planes as Q4_Kx4's.
+TEST(Repack, Q5KLayoutAddsFifthBitRegions) {
+  const int64_t nb = 7, n = 256 * nb;
+  const size_t bb = sizeof(BlockQ5_K);
+  const auto row = quantized_row(GgmlType::Q5_K, n, 11);
+  std::vector<uint8_t> p(row.size());
+  pack_row(GgmlType::Q5_K_X4, row.data(), p.data(), n);
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t c = b < 4 ? 4 : 3;  // blocks in b's group
+    const size_t i = static_cast<size_t>(b % 4);
+    const uint8_t* group = p.data() + static_cast<size_t>(b / 4) * 4 * bb;
+    const uint8_t* block = row.data() + static_cast<size_t>(b) * bb;
+    ASSERT_EQ(0, std::memcmp(group + 16 * i, block, 16)) << "head of block " << b;
+    for (size_t x = 0; x < 2; ++x) {
+      for (size_t k = 0; k < 4; ++k) {
+        for (size_t j = 0; j < 4; ++j) {
+          const uint8_t spread = group[16 * c + 16 * c * x + 16 * i + 4 * k + j];
+          for (size_t u = 0; u < 4; ++u) {
+            const uint8_t qh = block[16 + 4 * (4 * x + u) + j];
+            ASSERT_EQ((qh >> (2 * k)) & 1, (spread >> u) & 1) << "block " << b << " x " << x << " k " << k;
+            ASSERT_EQ((qh >> (2 * k + 1)) & 1, (spread >> (4 + u)) & 1) << "block " << b << " x " << x;
+          }
+        }
+      }
+    }
+    for (size_t q = 0; q < 128; ++q) {
+      const size_t k = q / 32, m = (q % 32) / 4;
+      ASSERT_EQ(group[48 * c + 16 * c * m + 16 * i + 4 * k + q % 4], block[48 + q])
+          << "block " << b << " quant byte " << q;
+    }
+  }
+}
+
 TEST(Repack, InternalTypesStayOutOfFiles) {
   EXPECT_TRUE(type_internal(GgmlType::Q4_0_X16));
   EXPECT_FALSE(type_internal(GgmlType::Q4_0));
@@ -236,11 +272,12 @@ TEST(Repack, InternalTypesStayOutOfFiles) {
   EXPECT_TRUE(type_internal(GgmlType::Q4_K_X4));
   EXPECT_FALSE(type_from_name("Q4_Kx4").has_value());
   EXPECT_EQ(type_name(GgmlType::Q4_K_X4), "Q4_Kx4");
+  EXPECT_EQ(type_name(GgmlType::Q5_K_X4), "Q5_Kx4");
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, RepackTest,
                          ::testing::Values(GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                                           GgmlType::Q8_0, GgmlType::Q4_K),
+                                           GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K),
                          [](const auto& info) { return type_name(info.param); });
 
 }  // namespace
