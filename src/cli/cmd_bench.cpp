@@ -199,8 +199,8 @@ Runner add_bench(CLI::App& app) {
                 "tg's time goes (bandwidth and share of each)");
   cmd->footer(
       "Environment: SQUEEZE_ISA=ref|avx2|avx512|avx512vnni forces the kernels' instruction set;\n"
-      "SQUEEZE_REPACK=0 keeps Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K matrices in the file's layout instead of repacking\n"
-      "them at load (the 512-bit kernels' packed layouts), to compare the two.");
+      "SQUEEZE_REPACK=0 keeps Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K matrices in the file's layout instead\n"
+      "of repacking them at load (the 512-bit kernels' packed layouts), to compare the two.");
   cmd->add_flag("--membw", f->membw, "Measure the memory read bandwidth (no model)");
   cmd->add_flag("--peak", f->peak, "Measure the Q8_0 dot-product peak of the kernels (no model)");
   cmd->add_option("--membw-mib", f->membw_mib, "Buffer of the bandwidth measurement, MiB")

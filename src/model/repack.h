@@ -1,8 +1,8 @@
 // Load-time repacking of the weight matrices into the kernels' packed layouts (kernels/repack.h).
 //
 // DESIGN.md's invariant 1 maps weights rather than copying them; issue 3 allows one exception, taken
-// here: where the active kernels read a packed layout faster (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K
-// under the 512-bit variants: no shuffles to regroup blocks, see kernels/repack.h), each matrix the
+// here: where the active kernels read a packed layout faster (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and
+// Q5_K under the 512-bit variants: no shuffles to regroup blocks, see kernels/repack.h), each matrix the
 // forward pass multiplies by is copied once, at load, into that layout in anonymous memory, and the
 // pages of the mapped original are released (madvise DONTNEED: the mapping stays valid and reads
 // the file again if anything touches it). The packed rows have the file's size and strides and give
