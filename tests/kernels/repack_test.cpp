@@ -207,43 +207,45 @@ TEST_P(RepackTest, OneTokenKernelReadsNothingPastItsRows) {
   }
 }
 
-// Q4_Kx4 by hand, on a row of two whole groups and one of three blocks: each block's first 16
-// bytes in block order, then plane m with chunk k's bytes 4m..4m+3 of block i at 16i + 4k.
-TEST(Repack, Q4KLayoutIsHeadsThenPlanes) {
-  const int64_t nb = 11, n = 256 * nb;
-  const size_t bb = sizeof(BlockQ4_K);
-  const auto row = quantized_row(GgmlType::Q4_K, n, 5);
+// Packs a row of nb blocks of a K type into its x4 layout and calls check(b, c, i, group, block) for
+// each block b (c: blocks in its group, i: its place there), after checking that its 16-byte head
+// (d, dmin, scales and mins) is the group's i-th.
+template <class Check>
+void check_x4_blocks(GgmlType file_type, int64_t nb, uint32_t seed, Check check) {
+  const int64_t n = 256 * nb;
+  const size_t bb = type_info(file_type)->block_bytes;
+  const auto row = quantized_row(file_type, n, seed);
   std::vector<uint8_t> p(row.size());
-  pack_row(GgmlType::Q4_K_X4, row.data(), p.data(), n);
+  pack_row(*packed_type(file_type), row.data(), p.data(), n);
   for (int64_t b = 0; b < nb; ++b) {
-    const size_t c = b < 8 ? 4 : 3;  // blocks in b's group
+    const size_t c = static_cast<size_t>(nb - b / 4 * 4 < 4 ? nb - b / 4 * 4 : 4);
     const size_t i = static_cast<size_t>(b % 4);
     const uint8_t* group = p.data() + static_cast<size_t>(b / 4) * 4 * bb;
     const uint8_t* block = row.data() + static_cast<size_t>(b) * bb;
     ASSERT_EQ(0, std::memcmp(group + 16 * i, block, 16)) << "head of block " << b;
+    check(b, c, i, group, block);
+  }
+}
+
+// Q4_Kx4 by hand, on a row of two whole groups and one of three blocks: each block's first 16
+// bytes in block order, then plane m with chunk k's bytes 4m..4m+3 of block i at 16i + 4k.
+TEST(Repack, Q4KLayoutIsHeadsThenPlanes) {
+  check_x4_blocks(GgmlType::Q4_K, 11, 5, [](int64_t b, size_t c, size_t i, const uint8_t* group,
+                                            const uint8_t* block) {
     for (size_t q = 0; q < 128; ++q) {
       const size_t k = q / 32, m = (q % 32) / 4;
       ASSERT_EQ(group[16 * c + 16 * c * m + 16 * i + 4 * k + q % 4], block[16 + q])
           << "block " << b << " quant byte " << q;
     }
-  }
+  });
 }
 
 // Q5_Kx4 by hand, on a row of one whole group and one of three blocks: the heads, the two regions
 // of fifth bits (byte 16i + 4k + j of region x: bit u is bit 2k of qh[4(4x + u) + j], bit 4 + u is
 // bit 2k + 1), then the planes as Q4_Kx4's.
 TEST(Repack, Q5KLayoutAddsFifthBitRegions) {
-  const int64_t nb = 7, n = 256 * nb;
-  const size_t bb = sizeof(BlockQ5_K);
-  const auto row = quantized_row(GgmlType::Q5_K, n, 11);
-  std::vector<uint8_t> p(row.size());
-  pack_row(GgmlType::Q5_K_X4, row.data(), p.data(), n);
-  for (int64_t b = 0; b < nb; ++b) {
-    const size_t c = b < 4 ? 4 : 3;  // blocks in b's group
-    const size_t i = static_cast<size_t>(b % 4);
-    const uint8_t* group = p.data() + static_cast<size_t>(b / 4) * 4 * bb;
-    const uint8_t* block = row.data() + static_cast<size_t>(b) * bb;
-    ASSERT_EQ(0, std::memcmp(group + 16 * i, block, 16)) << "head of block " << b;
+  check_x4_blocks(GgmlType::Q5_K, 7, 11, [](int64_t b, size_t c, size_t i, const uint8_t* group,
+                                            const uint8_t* block) {
     for (size_t x = 0; x < 2; ++x) {
       for (size_t k = 0; k < 4; ++k) {
         for (size_t j = 0; j < 4; ++j) {
@@ -261,7 +263,7 @@ TEST(Repack, Q5KLayoutAddsFifthBitRegions) {
       ASSERT_EQ(group[48 * c + 16 * c * m + 16 * i + 4 * k + q % 4], block[48 + q])
           << "block " << b << " quant byte " << q;
     }
-  }
+  });
 }
 
 TEST(Repack, InternalTypesStayOutOfFiles) {
