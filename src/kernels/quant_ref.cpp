@@ -874,23 +874,26 @@ SQ_DEFINE_BLOCK_REF_KERNELS(q6_k, BlockQ6_K)
 
 #undef SQ_DEFINE_BLOCK_REF_KERNELS
 
-// The packed layouts (kernels/repack.h): each group of sixteen (Q4_Kx4, Q5_Kx4: four) blocks is unpacked into standard
-// blocks on the stack and goes through the standard kernels' per-block steps, block index for block
-// index, so the results are the unpacked type's bits.
+// The packed layouts (kernels/repack.h): each group of sixteen blocks (four for Q4_Kx4, Q5_Kx4) is
+// unpacked into standard blocks on the stack and goes through the standard kernels' per-block
+// steps, block index for block index, so the results are the unpacked type's bits.
 namespace {
 
 template <GgmlType P>
+constexpr int64_t kG = pack_group_blocks(P);  // blocks per group
+
+template <GgmlType P>
 int64_t group_count(int64_t nb, int64_t g) {
-  return std::min(pack_group_blocks(P), nb - pack_group_blocks(P) * g);
+  return std::min(kG<P>, nb - kG<P> * g);
 }
 
 template <GgmlType P, typename Block>
 void dequantize_packed(const void* src, float* dst, int64_t n) {
   const int64_t nb = n / Block::kElems;
   Block tmp[kPackGroup];
-  for (int64_t g = 0; g * pack_group_blocks(P) < nb; ++g) {
+  for (int64_t g = 0; g * kG<P> < nb; ++g) {
     unpack_group(P, src, nb, g, tmp);
-    dequantize_blocks<Block>(tmp, dst + g * pack_group_blocks(P) * Block::kElems, group_count<P>(nb, g) * Block::kElems);
+    dequantize_blocks<Block>(tmp, dst + g * kG<P> * Block::kElems, group_count<P>(nb, g) * Block::kElems);
   }
 }
 
@@ -898,8 +901,8 @@ template <GgmlType P, typename Block>
 void quantize_packed(const float* src, void* dst, int64_t n) {
   const int64_t nb = n / Block::kElems;
   Block tmp[kPackGroup];
-  for (int64_t g = 0; g * pack_group_blocks(P) < nb; ++g) {
-    quantize_blocks<Block>(src + g * pack_group_blocks(P) * Block::kElems, tmp, group_count<P>(nb, g) * Block::kElems);
+  for (int64_t g = 0; g * kG<P> < nb; ++g) {
+    quantize_blocks<Block>(src + g * kG<P> * Block::kElems, tmp, group_count<P>(nb, g) * Block::kElems);
     pack_group(P, tmp, nb, g, dst);
   }
 }
@@ -910,11 +913,11 @@ float dot_packed(const void* row, const float* x, int64_t n) {
   Block tmp[kPackGroup];
   float w[Block::kElems];
   LaneSum sum;
-  for (int64_t g = 0; g * pack_group_blocks(P) < nb; ++g) {
+  for (int64_t g = 0; g * kG<P> < nb; ++g) {
     unpack_group(P, row, nb, g, tmp);
     for (int64_t i = 0; i < group_count<P>(nb, g); ++i) {
       dequant_block(tmp[i], w);
-      sum.add(w, x + (g * pack_group_blocks(P) + i) * Block::kElems, Block::kElems);
+      sum.add(w, x + (g * kG<P> + i) * Block::kElems, Block::kElems);
     }
   }
   return sum.total();
@@ -925,10 +928,10 @@ float dot_q_packed(const void* row, const void* qx, int64_t n) {
   const int64_t nb = n / Block::kElems;
   Block tmp[kPackGroup];
   LaneSum sum;
-  for (int64_t g = 0; g * pack_group_blocks(P) < nb; ++g) {
+  for (int64_t g = 0; g * kG<P> < nb; ++g) {
     unpack_group(P, row, nb, g, tmp);
     for (int64_t i = 0; i < group_count<P>(nb, g); ++i) {
-      const int64_t b = g * pack_group_blocks(P) + i;
+      const int64_t b = g * kG<P> + i;
       sum.add_block(b, block_dot(tmp[i], load_block<ABlock>(qx, b)));
     }
   }

@@ -115,7 +115,8 @@ void convert_k4_group(const uint8_t* from, uint8_t* to, int64_t count) {
       }
     }
     if constexpr (kQ5) {
-      const uint8_t* qh = (kPack ? from + b : to + b) + kHead;  // the block's 32 bytes of qh
+      // The block's 32 bytes of qh: read when packing, rebuilt bit by bit when unpacking.
+      const uint8_t* qh = from + b + kHead;
       uint8_t* out_qh = to + b + kHead;
       if (!kPack) std::memset(out_qh, 0, kQh);
       for (size_t x = 0; x < 2; ++x) {

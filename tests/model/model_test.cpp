@@ -120,17 +120,19 @@ INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::ValuesIn(invarian
                          [](const auto& info) { return info.param.name; });
 
 // Load-time repacking (model/repack.h) changes where and how the matrices are stored, not one bit
-// of the logits; rows of 17 blocks give each row a full group and a partial one.
+// of the logits. Rows of 17 blocks give each x16 row a full group and a partial one; for the K
+// types, rows of 3 blocks are one short group, and of 5 a full group and a short one.
 TEST(ModelRepack, RepackedWeightsGiveTheMappedLayoutsBits) {
   TempDir dir;
   const std::pair<GgmlType, bool> cases[] = {
       {GgmlType::Q4_0, false}, {GgmlType::Q4_1, false}, {GgmlType::Q5_0, false}, {GgmlType::Q5_1, false},
       {GgmlType::Q8_0, false}, {GgmlType::Q4_0, true},  {GgmlType::Q4_1, true},  {GgmlType::Q5_0, true},
-      {GgmlType::Q5_1, true},  {GgmlType::Q8_0, true}};
+      {GgmlType::Q5_1, true},  {GgmlType::Q8_0, true},  {GgmlType::Q4_K, false}, {GgmlType::Q5_K, true}};
   for (auto [t, tied] : cases) {
+    const bool k = type_info(t)->block_elems == 256;
     SynthSpec spec;
-    spec.n_embd = 544;
-    spec.n_ff = 256;
+    spec.n_embd = k ? 768 : 544;
+    spec.n_ff = k ? 1280 : 256;
     spec.n_vocab = 96;
     spec.type = t;
     spec.tied_output = tied;
