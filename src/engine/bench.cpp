@@ -257,6 +257,52 @@ ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBe
 
 std::string kernels_isa_name() { return std::string(kernels::isa_name(kernels::active_isa())); }
 
+namespace {
+
+// Runs `work(iters)` (which returns the int8 multiply-adds it did) on every thread of the pool:
+// doubles the iterations until a pass takes 20 ms, scales them to `pass_seconds`, then times
+// `passes` passes; GOPS per pass, 2 ops per multiply-add, all threads together.
+template <class Work>
+std::vector<double> time_passes(ThreadPool& pool, const PeakOptions& o, Work&& work) {
+  const int threads = pool.size();
+  std::atomic<int64_t> macs{0};
+  auto pass = [&](int64_t iters) {
+    macs.store(0, std::memory_order_relaxed);
+    const auto t0 = Clock::now();
+    pool.parallel_for(threads, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) macs.fetch_add(work(t, iters), std::memory_order_relaxed);
+    });
+    return seconds_since(t0);
+  };
+  int64_t iters = 1;
+  double s = pass(iters);
+  while (s < 0.02 && iters < (int64_t{1} << 40)) {
+    iters *= 2;
+    s = pass(iters);
+  }
+  iters = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(iters) * o.pass_seconds /
+                                                    std::max(s, 1e-9)));
+  std::vector<double> gops;
+  for (int32_t p = 0; p < o.passes; ++p) {
+    const double secs = pass(iters);
+    gops.push_back(2.0 * static_cast<double>(macs.load()) / std::max(secs, 1e-9) / 1e9);
+  }
+  return gops;
+}
+
+// The instructions kernels::KernelTable::int8_peak runs in each variant.
+const char* peak_instructions(kernels::Isa isa) {
+  switch (isa) {
+    case kernels::Isa::Avx512Vnni: return "vpdpbusd, 512-bit";
+    case kernels::Isa::Avx512: return "vpmaddubsw + vpmaddwd + vpaddd, 512-bit";
+    case kernels::Isa::Avx2: return "vpmaddubsw + vpmaddwd + vpaddd, 256-bit";
+    case kernels::Isa::Ref: break;
+  }
+  return "scalar multiply-adds (the reference)";
+}
+
+}  // namespace
+
 PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& o) {
   if (o.row_elems <= 0 || o.row_elems % 32 != 0 || o.rows < 1 || o.passes < 1 ||
       !(o.pass_seconds > 0)) {
@@ -265,13 +311,29 @@ PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& o) {
                           o.row_elems, o.rows, o.passes, o.pass_seconds);
   }
   const int threads = pool.size();
-  // The layout the loader gives Q8_0 matrices: packed where the kernels have a packed layout.
+  PeakResult r;
+  r.threads = threads;
+  r.isa = kernels_isa_name();
+  r.instructions = peak_instructions(kernels::active_isa());
+
+  // The instructions alone, on registers.
+  const kernels::Int8PeakFn peak = kernels::active_table().int8_peak;
+  std::atomic<uint32_t> sink{0};
+  r.pass_gops = time_passes(pool, o, [&](int64_t, int64_t iters) {
+    uint32_t checksum = 0;
+    const int64_t macs = peak(iters * 4096, &checksum);
+    sink.fetch_xor(checksum, std::memory_order_relaxed);
+    return macs;
+  });
+  r.peak_gops = *std::max_element(r.pass_gops.begin(), r.pass_gops.end());
+
+  // The Q8_0 tile, in the layout the loader gives Q8_0 matrices: packed where the kernels have a
+  // packed layout.
   const GgmlType wtype = repack_enabled() ? *kernels::packed_type(GgmlType::Q8_0) : GgmlType::Q8_0;
   const size_t row_bytes = kernels::row_bytes(wtype, o.row_elems);
   const size_t act_bytes = kernels::row_bytes(kernels::vec_dot_type(wtype), o.row_elems);
-
-  // Per thread: `rows` weight rows and one activation row, written by that thread so they sit in
-  // its own caches.
+  // Per thread: `rows` weight rows and as many tokens, written by that thread so they sit in its
+  // own caches.
   struct Data {
     std::vector<uint8_t> w, x;
     std::vector<float> out;
@@ -286,59 +348,34 @@ PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& o) {
       };
       Data& d = data[static_cast<size_t>(t)];
       d.w.resize(row_bytes * static_cast<size_t>(o.rows));
-      for (int32_t r = 0; r < o.rows; ++r) {
+      for (int32_t row = 0; row < o.rows; ++row) {
         fill();
-        kernels::quantize_row(wtype, f.data(), d.w.data() + row_bytes * static_cast<size_t>(r), o.row_elems);
+        kernels::quantize_row(wtype, f.data(), d.w.data() + row_bytes * static_cast<size_t>(row), o.row_elems);
       }
-      // As many activation rows (tokens) as weight rows: the tiled kernel of prompt processing.
       d.x.resize(act_bytes * static_cast<size_t>(o.rows));
-      for (int32_t r = 0; r < o.rows; ++r) {
+      for (int32_t row = 0; row < o.rows; ++row) {
         fill();
         kernels::quantize_activation(kernels::vec_dot_type(GgmlType::Q8_0), f.data(),
-                                     d.x.data() + act_bytes * static_cast<size_t>(r), o.row_elems);
+                                     d.x.data() + act_bytes * static_cast<size_t>(row), o.row_elems);
       }
       d.out.resize(static_cast<size_t>(o.rows) * static_cast<size_t>(o.rows));
     }
   });
-
-  std::atomic<double> sink{0};
-  auto pass = [&](int64_t iters) {
-    const auto t0 = Clock::now();
-    pool.parallel_for(threads, [&](int64_t b, int64_t e) {
-      float acc = 0;
-      for (int64_t t = b; t < e; ++t) {
-        Data& d = data[static_cast<size_t>(t)];
-        for (int64_t it = 0; it < iters; ++it) {
-          kernels::dot_tile_q(wtype, d.w.data(), row_bytes, o.rows, d.x.data(), act_bytes,
-                              o.rows, o.row_elems, d.out.data(), o.rows);
-          acc += d.out[static_cast<size_t>(it % o.rows)];
-        }
-      }
-      sink.store(acc, std::memory_order_relaxed);
-    });
-    return seconds_since(t0);
-  };
-
-  // Calibrate: double the iterations until a pass takes 20 ms, then scale to pass_seconds.
-  int64_t iters = 1;
-  double s = pass(iters);
-  while (s < 0.02 && iters < (int64_t{1} << 40)) {
-    iters *= 2;
-    s = pass(iters);
-  }
-  iters = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(iters) * o.pass_seconds /
-                                                    std::max(s, 1e-9)));
-
-  PeakResult r;
-  r.threads = threads;
-  r.isa = kernels_isa_name();
-  const double macs_per_pass = static_cast<double>(o.row_elems) * o.rows * o.rows *
-                               static_cast<double>(iters) * threads;
-  for (int32_t p = 0; p < o.passes; ++p) {
-    const double secs = pass(iters);
-    r.pass_gops.push_back(2.0 * macs_per_pass / std::max(secs, 1e-9) / 1e9);
-  }
-  r.peak_gops = *std::max_element(r.pass_gops.begin(), r.pass_gops.end());
+  std::atomic<float> out_sink{0};
+  r.tile_pass_gops = time_passes(pool, o, [&](int64_t t, int64_t iters) {
+    Data& d = data[static_cast<size_t>(t)];
+    float acc = 0;
+    for (int64_t it = 0; it < iters; ++it) {
+      kernels::dot_tile_q(wtype, d.w.data(), row_bytes, o.rows, d.x.data(), act_bytes, o.rows,
+                          o.row_elems, d.out.data(), o.rows);
+      acc += d.out[static_cast<size_t>(it % o.rows)];
+    }
+    out_sink.store(acc, std::memory_order_relaxed);
+    return iters * o.row_elems * o.rows * o.rows;
+  });
+  r.tile_gops = *std::max_element(r.tile_pass_gops.begin(), r.tile_pass_gops.end());
+  r.tile_kernel = repack_enabled() && wtype != GgmlType::Q8_0 ? "Q8_0 tiled dot product, packed layout"
+                                                              : "Q8_0 tiled dot product";
   return r;
 }
 
@@ -393,8 +430,10 @@ nlohmann::json to_json(const PeakResult& r) {
           {"threads", r.threads},
           {"isa", r.isa},
           {"pass_gops", r.pass_gops},
-          {"kernel", repack_enabled() ? "Q8_0 tiled dot product, packed layout (kernels' own code)"
-                                   : "Q8_0 tiled dot product (kernels' own code)"}};
+          {"instructions", r.instructions},
+          {"tile_gops", r.tile_gops},
+          {"tile_pass_gops", r.tile_pass_gops},
+          {"tile_kernel", r.tile_kernel}};
 }
 
 }  // namespace sq

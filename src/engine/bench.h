@@ -6,7 +6,7 @@
 // Each is repeated and reported as mean ± sample standard deviation of the per-repetition
 // tokens/s, after one untimed warm-up. Alongside: the bytes of weights a generated token reads,
 // the bandwidth that implies, the machine's measured read bandwidth (base/membw.h) in the same run,
-// and the int8 dot-product peak of the kernels' own Q8_0 code.
+// and the int8 multiply-add peak of the kernels' own instructions.
 #pragma once
 
 #include <cstdint>
@@ -25,17 +25,24 @@ class Model;
 class ThreadPool;
 
 struct PeakOptions {
+  // The tile timed beside the peak:
   int64_t row_elems = 4096;  // elements per Q8_0 row; rows x row bytes stay in L2 per thread
   // Weight rows, and as many tokens: the token block of ops::matmul, so that the per-call work of
   // the tiled kernel (preparing each token's activations) weighs as it does in prompt processing.
   int32_t rows = 64;
+  // Both measurements:
   double pass_seconds = 0.2;
   int32_t passes = 3;
 };
 
+// GOPS: 2 x int8 multiply-adds per second, 1e9, all threads together; best of the passes.
 struct PeakResult {
-  double peak_gops = 0;  // best pass: 2 x int8 multiply-adds per second, 1e9
+  double peak_gops = 0;  // the kernels' multiply-add instructions alone (kernels::Int8PeakFn)
   std::vector<double> pass_gops;
+  std::string instructions;  // which ones, e.g. "vpdpbusd, 512-bit"
+  double tile_gops = 0;  // the Q8_0 tiled product on cache-resident data, for comparison
+  std::vector<double> tile_pass_gops;
+  std::string tile_kernel;
   int threads = 0;
   std::string isa;
 };
@@ -47,7 +54,7 @@ struct ModelBenchOptions {
   uint64_t seed = 1234;      // of the random token ids
   bool measure_membw = true; // also measure the memory bandwidth, in the same run
   MemBwOptions membw;
-  bool measure_peak = true;  // also measure the dot-product peak, in the same run
+  bool measure_peak = true;  // also measure the int8 multiply-add peak, in the same run (with pp)
   bool profile = false;      // time each one-token product and attention of the timed tg runs (ops::ProductProfile)
 };
 
@@ -90,7 +97,7 @@ struct ModelBenchResult {
   double membw_fraction() const;
   // 2 x prompt_macs_per_token x pp tokens/s, in 1e9 operations/s; 0 without pp.
   double pp_gops() const;
-  // pp_gops / measured dot-product peak; 0 without pp or peak.
+  // pp_gops / measured int8 multiply-add peak; 0 without pp or peak.
   double peak_fraction() const;
 };
 
@@ -106,10 +113,11 @@ uint64_t prompt_macs_per_token(const Model& model);
 // Runs the warm-up and the repetitions (pp and tg alternate within each repetition) on `pool`.
 ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBenchOptions& options);
 
-// Times the active kernels' Q8_0 x Q8_0 tiled dot product (kernels::dot_tile_q, the kernel of prompt
-// processing: `rows` weight rows times `rows` tokens; in the packed layout when the loader repacks,
-// model/repack.h) on cache-resident data on every thread of the pool: the int8 arithmetic ceiling
-// that prompt processing can be held to.
+// On every thread of the pool: the int8 multiply-add rate of the active kernels' own instructions
+// on registers (kernels::KernelTable::int8_peak: the arithmetic ceiling prompt processing is held
+// to), then, for comparison, the rate of their Q8_0 x Q8_0 tiled dot product (kernels::dot_tile_q,
+// the kernel of prompt processing: `rows` weight rows times `rows` tokens; in the packed layout
+// when the loader repacks, model/repack.h) on cache-resident data.
 PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& options = {});
 
 // The instruction set the kernels run with: "ref", "avx2", "avx512", "avx512vnni".
@@ -121,7 +129,8 @@ std::string kernels_isa_name();
 nlohmann::json to_json(const ModelBenchResult& r);
 // {"read_gbps", "threads", "median_gbps", "pass_gbps", "buffer_bytes", "method"}
 nlohmann::json to_json(const MemBwResult& r);
-// {"peak_gops", "threads", "isa", "pass_gops", "kernel"}
+// {"peak_gops", "threads", "isa", "pass_gops", "instructions", "tile_gops", "tile_pass_gops",
+//  "tile_kernel"}
 nlohmann::json to_json(const PeakResult& r);
 
 }  // namespace sq

@@ -47,6 +47,14 @@ struct WeightKernels {
   DotTileFn dot_tile = nullptr;   // several rows, several tokens (prompt processing)
 };
 
+// The int8 multiply-add peak of a variant (bench --peak): `rounds` rounds of the variant's own
+// multiply-add instructions (vpdpbusd under VNNI; vpmaddubsw, vpmaddwd and vpaddd otherwise;
+// scalar code for ref) on operands held in registers, in enough independent chains to keep every
+// unit busy. Every byte operand is 1, so each multiply-add adds 1: *checksum receives the sum of
+// the accumulators (mod 2^32), which equals the count returned (mod 2^32). Returns the number of
+// multiply-adds done.
+using Int8PeakFn = int64_t (*)(int64_t rounds, uint32_t* checksum);
+
 // Dense indices of the weight types and activation formats in a table.
 inline constexpr GgmlType kTableWeightTypes[] = {
     GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
@@ -77,6 +85,7 @@ struct KernelTable {
   Isa isa = Isa::Ref;
   QuantizeRowFn quantize[kNumTableActivationTypes] = {};  // by activation_index
   WeightKernels weight[kNumTableWeightTypes] = {};        // by weight_index
+  Int8PeakFn int8_peak = nullptr;
 };
 
 // Chooses the active table from SQUEEZE_ISA, or the best the CPU supports when it is unset or

@@ -1068,6 +1068,25 @@ SQ_DEFINE_REF_MULTI(q5_kx4)
 
 #undef SQ_DEFINE_REF_MULTI
 
+int64_t int8_peak_ref(int64_t rounds, uint32_t* checksum) {
+  // 64 byte pairs a round into 16 accumulators, as one 512-bit multiply-add fills its lanes; the
+  // barrier makes each round read its operands again.
+  constexpr int kBytes = 64;
+  uint8_t w[kBytes];
+  int8_t y[kBytes];
+  std::memset(w, 1, sizeof w);
+  std::memset(y, 1, sizeof y);
+  uint32_t acc[16] = {};
+  for (int64_t r = 0; r < rounds; ++r) {
+    asm volatile("" : : "r"(w), "r"(y) : "memory");
+    for (int i = 0; i < kBytes; ++i) acc[i % 16] += static_cast<uint32_t>(w[i] * y[i]);
+  }
+  uint32_t sum = 0;
+  for (uint32_t v : acc) sum += v;
+  *checksum = sum;
+  return rounds * kBytes;
+}
+
 constinit const KernelTable kRefTable = ref_kernel_table();
 
 }  // namespace sq::kernels

@@ -91,11 +91,15 @@ SQ_DECLARE_REF_MULTI(q5_kx4)
 
 #undef SQ_DECLARE_REF_MULTI
 
+// The reference's int8 multiply-add peak (isa.h: Int8PeakFn): scalar multiply-adds of bytes.
+int64_t int8_peak_ref(int64_t rounds, uint32_t* checksum);
+
 // The reference table, as a constant expression so that every variant's table can start from it
 // (entries a variant does not implement stay the reference's).
 constexpr KernelTable ref_kernel_table() {
   KernelTable t;
   t.isa = Isa::Ref;
+  t.int8_peak = int8_peak_ref;
   t.quantize[activation_index(GgmlType::F32)] = quantize_row_f32_ref;
   t.quantize[activation_index(GgmlType::F16)] = quantize_row_f16_ref;
   t.quantize[activation_index(GgmlType::BF16)] = quantize_row_bf16_ref;

@@ -339,8 +339,15 @@ TEST(Peak, ShortRunGivesAPositiveRate) {
   PeakResult r = measure_dot_peak(pool, o);
   EXPECT_GT(r.peak_gops, 0);
   EXPECT_TRUE(std::isfinite(r.peak_gops));
+  EXPECT_GT(r.tile_gops, 0);
+  EXPECT_TRUE(std::isfinite(r.tile_gops));
+  EXPECT_EQ(r.pass_gops.size(), 2u);
+  EXPECT_EQ(r.tile_pass_gops.size(), 2u);
+  EXPECT_FALSE(r.instructions.empty());
   nlohmann::json j = to_json(r);
   EXPECT_TRUE(j["peak_gops"].is_number_float());
+  EXPECT_TRUE(j["tile_gops"].is_number_float());
+  EXPECT_EQ(j["instructions"], r.instructions);
   EXPECT_EQ(j["threads"], 2);
   EXPECT_TRUE(j["isa"].is_string());
 }

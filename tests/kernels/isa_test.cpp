@@ -296,6 +296,31 @@ TEST(Isa, NamesAndSupport) {
   EXPECT_TRUE(!isa_supported(Isa::Avx512) || isa_supported(Isa::Avx2));
 }
 
+// bench --peak's loop: every variant the CPU runs does the multiply-adds it counts (its operands are
+// all 1, so the accumulators sum to the count), the same number each round, and nothing for zero
+// rounds; the SIMD variants are not the reference's loop.
+TEST(Isa, Int8PeakDoesTheMultiplyAddsItCounts) {
+  for (Isa isa : supported_isas()) {
+    SCOPED_TRACE(std::string(isa_name(isa)));
+    const Int8PeakFn peak = table(isa).int8_peak;
+    ASSERT_NE(peak, nullptr);
+    uint32_t checksum = 7;
+    EXPECT_EQ(peak(0, &checksum), 0);
+    EXPECT_EQ(checksum, 0u);
+    const int64_t per_round = peak(1, &checksum);
+    EXPECT_GT(per_round, 0);
+    EXPECT_EQ(per_round % 32, 0);
+    EXPECT_EQ(checksum, static_cast<uint32_t>(per_round));
+    const int64_t rounds = 6000001;  // over 2^32 multiply-adds for the 512-bit loops: the sum wraps
+    const int64_t macs = peak(rounds, &checksum);
+    EXPECT_EQ(macs, rounds * per_round);
+    EXPECT_EQ(checksum, static_cast<uint32_t>(macs));
+    if (isa != Isa::Ref) {
+      EXPECT_NE(peak, table(Isa::Ref).int8_peak);
+    }
+  }
+}
+
 // Sets SQUEEZE_ISA for the scope, then restores it and the active table.
 class ScopedIsaEnv {
  public:
