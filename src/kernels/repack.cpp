@@ -115,28 +115,30 @@ void convert_k4_group(const uint8_t* from, uint8_t* to, int64_t count) {
       }
     }
     if constexpr (kQ5) {
-      // The block's 32 bytes of qh: read when packing, rebuilt bit by bit when unpacking.
-      const uint8_t* qh = from + b + kHead;
-      uint8_t* out_qh = to + b + kHead;
-      if (!kPack) std::memset(out_qh, 0, kQh);
+      // The block's 32 bytes of qh, four bytes (j = 0..3) at a time: qh word u of half x holds
+      // the fifth bits of plane 4x + u, bits 2k and 2k + 1 of byte j for element 4j.. of chunk k's
+      // low and high nibbles; the region word (x, k) holds them at bits u and 4 + u of byte j.
+      const uint8_t* qh = from + b + kHead;  // read when packing
+      constexpr uint32_t kOnes = 0x01010101u;
       for (size_t x = 0; x < 2; ++x) {
+        uint32_t q[4] = {};
+        if (kPack) std::memcpy(q, qh + 16 * x, sizeof q);
         for (size_t k = 0; k < 4; ++k) {
-          for (size_t j = 0; j < 4; ++j) {
-            const size_t at = kHead * c + 16 * c * x + 16 * i + 4 * k + j;
-            uint8_t spread = 0;
-            for (size_t u = 0; u < 4; ++u) {
-              const size_t l = 4 * (4 * x + u) + j;  // qh byte of plane 4x + u
-              if (kPack) {
-                spread |= static_cast<uint8_t>(((qh[l] >> (2 * k)) & 1u) << u);
-                spread |= static_cast<uint8_t>(((qh[l] >> (2 * k + 1)) & 1u) << (4 + u));
-              } else {
-                out_qh[l] |= static_cast<uint8_t>(((from[at] >> u) & 1u) << (2 * k));
-                out_qh[l] |= static_cast<uint8_t>(((from[at] >> (4 + u)) & 1u) << (2 * k + 1));
-              }
+          const size_t at = kHead * c + 16 * c * x + 16 * i + 4 * k;
+          uint32_t region = 0;
+          if (!kPack) std::memcpy(&region, from + at, 4);
+          for (size_t u = 0; u < 4; ++u) {
+            if (kPack) {
+              region |= ((q[u] >> (2 * k)) & kOnes) << u;
+              region |= ((q[u] >> (2 * k + 1)) & kOnes) << (4 + u);
+            } else {
+              q[u] |= ((region >> u) & kOnes) << (2 * k);
+              q[u] |= ((region >> (4 + u)) & kOnes) << (2 * k + 1);
             }
-            if (kPack) to[at] = spread;
           }
+          if (kPack) std::memcpy(to + at, &region, 4);
         }
+        if (!kPack) std::memcpy(to + b + kHead + 16 * x, q, sizeof q);
       }
     }
   }
