@@ -259,7 +259,7 @@ std::string kernels_isa_name() { return std::string(kernels::isa_name(kernels::a
 
 namespace {
 
-// Runs `work(iters)` (which returns the int8 multiply-adds it did) on every thread of the pool:
+// Runs `work(thread, iters)` (which returns the int8 multiply-adds it did) on every thread of the pool:
 // doubles the iterations until a pass takes 20 ms, scales them to `pass_seconds`, then times
 // `passes` passes; GOPS per pass, 2 ops per multiply-add, all threads together.
 template <class Work>
