@@ -117,7 +117,8 @@ void convert_k4_group(const uint8_t* from, uint8_t* to, int64_t count) {
     if constexpr (kQ5) {
       // The block's 32 bytes of qh, four bytes (j = 0..3) at a time: qh word u of half x holds
       // the fifth bits of plane 4x + u, bits 2k and 2k + 1 of byte j for element 4j.. of chunk k's
-      // low and high nibbles; the region word (x, k) holds them at bits u and 4 + u of byte j.
+      // low and high nibbles; the region word (x, k) holds them at bits u and 4 + u of byte j (words
+      // little-endian: byte j is bits 8j..8j + 7).
       const uint8_t* qh = from + b + kHead;  // read when packing
       constexpr uint32_t kOnes = 0x01010101u;
       for (size_t x = 0; x < 2; ++x) {
