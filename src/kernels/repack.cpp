@@ -178,6 +178,78 @@ std::optional<GgmlType> packed_type(GgmlType t) {
   }
 }
 
+std::optional<GgmlType> load_layout(GgmlType t, int64_t rows, Isa isa) {
+  if (isa == Isa::Avx512Vnni && t == GgmlType::Q8_0 && rows % interleaved_rows(GgmlType::Q8_0_R16) == 0) {
+    return GgmlType::Q8_0_R16;
+  }
+  if (isa == Isa::Avx512 || isa == Isa::Avx512Vnni) return packed_type(t);
+  return std::nullopt;
+}
+
+namespace {
+
+constexpr size_t kR16Pair = 2 * 32 + 2 * 16 * kQK;  // a pair of blocks of sixteen rows: 1 088 bytes
+
+// Where block b of a Q8_0_R16 group of rows of nb blocks keeps its scales and its planes.
+size_t r16_scales_at(int64_t b) { return static_cast<size_t>(b / 2) * kR16Pair + 32 * static_cast<size_t>(b % 2); }
+size_t r16_planes_at(int64_t nb, int64_t b) {
+  const size_t pair = static_cast<size_t>(b / 2) * kR16Pair;
+  if (b % 2 == 0 && b == nb - 1) return pair + 32;  // the lone last block of an odd count
+  return pair + 64 + 16 * kQK * static_cast<size_t>(b % 2);
+}
+
+}  // namespace
+
+void pack_rows_r16(const void* src, size_t stride, int64_t rows, void* dst, int64_t n) {
+  assert(rows >= 0 && rows <= 16 && n % kQK == 0);
+  const int64_t nb = n / kQK;
+  auto* out = static_cast<uint8_t*>(dst);
+  std::memset(out, 0, 16 * row_bytes(GgmlType::Q8_0, n));
+  for (int64_t i = 0; i < rows; ++i) {
+    const uint8_t* row = static_cast<const uint8_t*>(src) + static_cast<size_t>(i) * stride;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ8_0);
+      std::memcpy(out + r16_scales_at(b) + 2 * static_cast<size_t>(i), blk, 2);
+      uint8_t* planes = out + r16_planes_at(nb, b);
+      for (size_t u = 0; u < kQK / 4; ++u) {
+        uint32_t word;
+        std::memcpy(&word, blk + 2 + 4 * u, 4);
+        word ^= 0x80808080u;
+        std::memcpy(planes + 64 * u + 4 * static_cast<size_t>(i), &word, 4);
+      }
+    }
+  }
+  // The quants of the rows past `rows` are zero as well (0x80 stored): only their scales read as 0
+  // would leave NaN out, but zero quants keep the padding's sums at zero too.
+  for (int64_t i = rows; i < 16; ++i) {
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* planes = out + r16_planes_at(nb, b);
+      for (size_t u = 0; u < kQK / 4; ++u) std::memset(planes + 64 * u + 4 * static_cast<size_t>(i), 0x80, 4);
+    }
+  }
+}
+
+void unpack_block_r16(const void* group, int64_t nb, int64_t lane, int64_t b, void* block) {
+  assert(lane >= 0 && lane < 16 && b >= 0 && b < nb);
+  const auto* in = static_cast<const uint8_t*>(group);
+  auto* blk = static_cast<uint8_t*>(block);
+  std::memcpy(blk, in + r16_scales_at(b) + 2 * static_cast<size_t>(lane), 2);
+  const uint8_t* planes = in + r16_planes_at(nb, b);
+  for (size_t u = 0; u < kQK / 4; ++u) {
+    uint32_t word;
+    std::memcpy(&word, planes + 64 * u + 4 * static_cast<size_t>(lane), 4);
+    word ^= 0x80808080u;
+    std::memcpy(blk + 2 + 4 * u, &word, 4);
+  }
+}
+
+void unpack_row_r16(const void* group, int64_t lane, void* dst, int64_t n) {
+  const int64_t nb = n / kQK;
+  for (int64_t b = 0; b < nb; ++b) {
+    unpack_block_r16(group, nb, lane, b, static_cast<uint8_t*>(dst) + static_cast<size_t>(b) * sizeof(BlockQ8_0));
+  }
+}
+
 GgmlType unpacked_type(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_0_X16: return GgmlType::Q4_0;
@@ -185,6 +257,7 @@ GgmlType unpacked_type(GgmlType t) {
     case GgmlType::Q5_0_X16: return GgmlType::Q5_0;
     case GgmlType::Q5_1_X16: return GgmlType::Q5_1;
     case GgmlType::Q8_0_X16: return GgmlType::Q8_0;
+    case GgmlType::Q8_0_R16: return GgmlType::Q8_0;
     case GgmlType::Q4_K_X4: return GgmlType::Q4_K;
     case GgmlType::Q5_K_X4: return GgmlType::Q5_K;
     default: return t;

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -46,9 +47,14 @@ bool repack_enabled() {
 
 void repack_weights(Model& model) {
   std::vector<TensorView*> todo;
+  const kernels::Isa isa = kernels::active_isa();
+  std::vector<GgmlType> layout;
   auto consider = [&](TensorView& t) {
-    if (t.empty() || t.ne[2] != 1 || t.ne[3] != 1 || !kernels::packed_type(t.type)) return;
+    if (t.empty() || t.ne[2] != 1 || t.ne[3] != 1) return;
+    const std::optional<GgmlType> to = kernels::load_layout(t.type, t.n_rows(), isa);
+    if (!to) return;
     todo.push_back(&t);
+    layout.push_back(*to);
   };
   for (auto& L : model.layers) {
     for (TensorView* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) consider(*t);
@@ -80,12 +86,18 @@ void repack_weights(Model& model) {
   const unsigned n_threads = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
   for (size_t i = 0; i < todo.size(); ++i) {
     const TensorView& t = *todo[i];
-    const GgmlType packed = *kernels::packed_type(t.type);
-    const int64_t rows = t.n_rows();
+    const GgmlType packed = layout[i];
+    const int64_t group = kernels::interleaved_rows(packed);  // rows packed together
+    const int64_t groups = t.n_rows() / group;
     auto work = [&](unsigned part) {
-      const int64_t r0 = rows * part / n_threads, r1 = rows * (part + 1) / n_threads;
-      for (int64_t r = r0; r < r1; ++r) {
-        kernels::pack_row(packed, t.row(r), base + offset[i] + static_cast<size_t>(r) * t.row_size(), t.ne[0]);
+      const int64_t g0 = groups * part / n_threads, g1 = groups * (part + 1) / n_threads;
+      for (int64_t g = g0; g < g1; ++g) {
+        uint8_t* dst = base + offset[i] + static_cast<size_t>(g * group) * t.row_size();
+        if (group > 1) {
+          kernels::pack_rows_r16(t.row(g * group), t.row_size(), group, dst, t.ne[0]);
+        } else {
+          kernels::pack_row(packed, t.row(g), dst, t.ne[0]);
+        }
       }
     };
     std::vector<std::thread> threads;
@@ -97,7 +109,7 @@ void repack_weights(Model& model) {
 
   for (size_t i = 0; i < todo.size(); ++i) {
     TensorView& t = *todo[i];
-    t.type = *kernels::packed_type(t.type);
+    t.type = layout[i];
     t.data = base + offset[i];
     model.repacked.tensors += 1;
     model.repacked.bytes += t.n_bytes();
