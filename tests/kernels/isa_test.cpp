@@ -313,7 +313,7 @@ TEST_P(IsaR16Test, RowsAndTilesBitIdenticalToQ8_0) {
   for (int64_t nb : blocks) {
     const int64_t n = nb * 32;
     const size_t rb = row_bytes(GgmlType::Q8_0, n);
-    for (int64_t rows : {16, 5, 37}) {
+    for (int64_t rows : {16, 5, 37, 133}) {  // 133: more groups than a tile pass takes (8)
       for (bool raw : {false, true}) {
         const auto std_rows = weight_rows(GgmlType::Q8_0, rows, n, static_cast<uint32_t>(7 * nb + rows), raw);
         const auto w = r16_rows(std_rows, rows, n);
