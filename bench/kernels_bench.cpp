@@ -8,8 +8,8 @@
 //     (prompt processing); the "GOPS" counter is 2 * rows * cols * tokens per second (one multiply
 //     and one add per weight and token), in 1e9/s.
 //   Quantize/<type>/<isa>/<n>: the activation quantizers; bytes_per_second counts floats read.
-// Q8_0r16 (sixteen rows interleaved) has its own kernels under avx512vnni only; the other variants
-// run the reference's.
+// Q8_0r16 and Q4_0r16 (sixteen rows interleaved) have their own kernels under avx512vnni only; the
+// other variants run the reference's.
 // Variants the CPU lacks are not registered.
 //
 //   build/simd/squeeze_bench --benchmark_filter='Matvec/Q4_K' --benchmark_repetitions=3
@@ -59,11 +59,12 @@ using Weights = std::vector<uint8_t, LineAligned<uint8_t>>;
 Weights weights(GgmlType t, int64_t rows, int64_t cols) {
   const size_t rb = sq::kernels::row_bytes(t, cols);
   if (sq::kernels::interleaved_rows(t) > 1) {
-    // Q8_0_R16: Q8_0 rows packed sixteen at a time, as the loader packs them (rows a multiple of 16).
+    // Q8_0_R16, Q4_0_R16: rows packed sixteen at a time, as the loader packs them (rows a multiple
+    // of 16).
     const Weights std_rows = weights(sq::kernels::unpacked_type(t), rows, cols);
     Weights w(std_rows.size());
     for (int64_t r = 0; r < rows; r += 16) {
-      sq::kernels::pack_rows_r16(std_rows.data() + rb * static_cast<size_t>(r), rb, 16,
+      sq::kernels::pack_rows_r16(t, std_rows.data() + rb * static_cast<size_t>(r), rb, 16,
                                  w.data() + rb * static_cast<size_t>(r), cols);
     }
     return w;
@@ -155,7 +156,7 @@ int register_all() {
                             GgmlType::Q5_K, GgmlType::F16,  GgmlType::BF16, GgmlType::F32,
                             GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_0_X16,
                             GgmlType::Q4_1_X16, GgmlType::Q5_0_X16, GgmlType::Q5_1_X16, GgmlType::Q8_0_X16,
-                            GgmlType::Q4_K_X4,  GgmlType::Q8_0_R16};
+                            GgmlType::Q4_K_X4,  GgmlType::Q8_0_R16, GgmlType::Q4_0_R16};
   const std::pair<int64_t, int64_t> shapes[] = {{2048, 2048}, {5632, 2048}, {2048, 5632}, {4096, 4096},
                                                 {32768, 4096}, {4864, 896},  {896, 4864},  {151936, 896},
                                                 {256, 2048},   {512, 896},   {512, 1024}};

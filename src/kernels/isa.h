@@ -40,7 +40,7 @@ using DotTileFn = void (*)(const void* w, size_t w_stride, int64_t rows, const v
                            size_t x_stride, int64_t tokens, int64_t n, float* out,
                            int64_t out_stride);
 
-// The kernels of one weight type. For Q8_0_R16 (kernels/repack.h), whose rows are interleaved
+// The kernels of one weight type. For Q8_0_R16 and Q4_0_R16 (kernels/repack.h), whose rows are interleaved
 // sixteen at a time, w is the start of a group (a row that is a multiple of 16), row r of the call
 // lies in group r / 16, 16 * w_stride bytes apart, and there is no dot_q.
 struct WeightKernels {
@@ -62,11 +62,11 @@ inline constexpr GgmlType kTableWeightTypes[] = {
     GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
     GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
     GgmlType::Q4_0_X16, GgmlType::Q4_1_X16, GgmlType::Q5_0_X16, GgmlType::Q5_1_X16, GgmlType::Q8_0_X16,
-    GgmlType::Q4_K_X4, GgmlType::Q5_K_X4, GgmlType::Q8_0_R16};
+    GgmlType::Q4_K_X4, GgmlType::Q5_K_X4, GgmlType::Q8_0_R16, GgmlType::Q4_0_R16};
 inline constexpr GgmlType kTableActivationTypes[] = {GgmlType::F32,  GgmlType::F16,
                                                      GgmlType::BF16, GgmlType::Q8_0,
                                                      GgmlType::Q8_1, GgmlType::Q8_K};
-inline constexpr int kNumTableWeightTypes = 19;
+inline constexpr int kNumTableWeightTypes = 20;
 inline constexpr int kNumTableActivationTypes = 6;
 
 constexpr int weight_index(GgmlType t) {

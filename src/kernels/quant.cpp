@@ -40,9 +40,12 @@ const std::array kTraits = {
     SQ_REF_TRAITS(Q8_0_X16, q8_0x16, BlockQ8_0::kElems, sizeof(BlockQ8_0), Q8_0),
     SQ_REF_TRAITS(Q4_K_X4, q4_kx4, BlockQ4_K::kElems, sizeof(BlockQ4_K), Q8_K),
     SQ_REF_TRAITS(Q5_K_X4, q5_kx4, BlockQ5_K::kElems, sizeof(BlockQ5_K), Q8_K),
-    // Rows of Q8_0_R16 are interleaved sixteen at a time: there are no one-row conversions or dot
-    // products (kernels/repack.h unpacks a row; dot_rows_q and dot_tile_q take whole groups).
+    // Rows of Q8_0_R16 and Q4_0_R16 are interleaved sixteen at a time: there are no one-row
+    // conversions or dot products (kernels/repack.h unpacks a row; dot_rows_q and dot_tile_q take
+    // whole groups).
     TypeTraits{GgmlType::Q8_0_R16, BlockQ8_0::kElems, sizeof(BlockQ8_0), nullptr, nullptr, nullptr, nullptr,
+               GgmlType::Q8_0},
+    TypeTraits{GgmlType::Q4_0_R16, BlockQ4_0::kElems, sizeof(BlockQ4_0), nullptr, nullptr, nullptr, nullptr,
                GgmlType::Q8_0},
 };
 

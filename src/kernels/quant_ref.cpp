@@ -1070,36 +1070,55 @@ SQ_DEFINE_REF_MULTI(q5_kx4)
 
 namespace {
 
+template <GgmlType R, typename Block>
 float dot_r16_row(const uint8_t* group, int64_t lane, const void* qx, int64_t n) {
-  const int64_t nb = n / BlockQ8_0::kElems;
+  const int64_t nb = n / Block::kElems;
   LaneSum sum;
-  BlockQ8_0 blk;
+  Block blk;
   for (int64_t b = 0; b < nb; ++b) {
-    unpack_block_r16(group, nb, lane, b, &blk);
+    unpack_block_r16(R, group, nb, lane, b, &blk);
     sum.add_block(b, block_dot(blk, load_block<BlockQ8_0>(qx, b)));
   }
   return sum.total();
+}
+
+template <GgmlType R, typename Block>
+void dot_rows_r16(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n, float* out) {
+  const auto* base = static_cast<const uint8_t*>(w);
+  for (int64_t r = 0; r < rows; ++r) {
+    out[r] = dot_r16_row<R, Block>(base + static_cast<size_t>(r / 16) * 16 * w_stride, r % 16, qx, n);
+  }
+}
+
+template <GgmlType R, typename Block>
+void dot_tile_r16(const void* w, size_t w_stride, int64_t rows, const void* qx, size_t x_stride, int64_t tokens,
+                  int64_t n, float* out, int64_t out_stride) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    dot_rows_r16<R, Block>(w, w_stride, rows, static_cast<const uint8_t*>(qx) + static_cast<size_t>(t) * x_stride, n,
+                           out + t * out_stride);
+  }
 }
 
 }  // namespace
 
 void dot_rows_q_q8_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,
                             float* out) {
-  const auto* base = static_cast<const uint8_t*>(w);
-  for (int64_t r = 0; r < rows; ++r) {
-    out[r] = dot_r16_row(base + static_cast<size_t>(r / 16) * 16 * w_stride, r % 16, qx, n);
-  }
+  dot_rows_r16<GgmlType::Q8_0_R16, BlockQ8_0>(w, w_stride, rows, qx, n, out);
 }
 
 void dot_tile_q_q8_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,
                             size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride) {
-  const auto* base = static_cast<const uint8_t*>(w);
-  for (int64_t t = 0; t < tokens; ++t) {
-    const uint8_t* x = static_cast<const uint8_t*>(qx) + static_cast<size_t>(t) * x_stride;
-    for (int64_t r = 0; r < rows; ++r) {
-      out[t * out_stride + r] = dot_r16_row(base + static_cast<size_t>(r / 16) * 16 * w_stride, r % 16, x, n);
-    }
-  }
+  dot_tile_r16<GgmlType::Q8_0_R16, BlockQ8_0>(w, w_stride, rows, qx, x_stride, tokens, n, out, out_stride);
+}
+
+void dot_rows_q_q4_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,
+                            float* out) {
+  dot_rows_r16<GgmlType::Q4_0_R16, BlockQ4_0>(w, w_stride, rows, qx, n, out);
+}
+
+void dot_tile_q_q4_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,
+                            size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride) {
+  dot_tile_r16<GgmlType::Q4_0_R16, BlockQ4_0>(w, w_stride, rows, qx, x_stride, tokens, n, out, out_stride);
 }
 
 int64_t int8_peak_ref(int64_t rounds, uint32_t* checksum) {

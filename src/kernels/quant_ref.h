@@ -91,12 +91,16 @@ SQ_DECLARE_REF_MULTI(q5_kx4)
 
 #undef SQ_DECLARE_REF_MULTI
 
-// Q8_0_R16 (kernels/repack.h: sixteen rows interleaved): w at the start of a group, row r of the
-// call in lane r % 16 of group r / 16 (groups 16 * w_stride bytes apart). Each block is unpacked
-// and goes through Q8_0's per-block steps, so the results are Q8_0's bits.
+// Q8_0_R16 and Q4_0_R16 (kernels/repack.h: sixteen rows interleaved): w at the start of a group,
+// row r of the call in lane r % 16 of group r / 16 (groups 16 * w_stride bytes apart). Each block
+// is unpacked and goes through Q8_0's (Q4_0's) per-block steps, so the results are that type's bits.
 void dot_rows_q_q8_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,
                             float* out);
 void dot_tile_q_q8_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,
+                            size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride);
+void dot_rows_q_q4_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,
+                            float* out);
+void dot_tile_q_q4_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,
                             size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride);
 
 // The reference's int8 multiply-add peak (isa.h: Int8PeakFn): scalar multiply-adds of bytes.
@@ -136,8 +140,9 @@ constexpr KernelTable ref_kernel_table() {
   SQ_REF_WEIGHT(Q4_K_X4, q4_kx4)
   SQ_REF_WEIGHT(Q5_K_X4, q5_kx4)
 #undef SQ_REF_WEIGHT
-  // Rows of Q8_0_R16 are not addressable one by one: no dot_q.
+  // Rows of Q8_0_R16 and Q4_0_R16 are not addressable one by one: no dot_q.
   t.weight[weight_index(GgmlType::Q8_0_R16)] = {nullptr, dot_rows_q_q8_0r16_ref, dot_tile_q_q8_0r16_ref};
+  t.weight[weight_index(GgmlType::Q4_0_R16)] = {nullptr, dot_rows_q_q4_0r16_ref, dot_tile_q_q4_0r16_ref};
   return t;
 }
 

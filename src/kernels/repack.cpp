@@ -179,8 +179,9 @@ std::optional<GgmlType> packed_type(GgmlType t) {
 }
 
 std::optional<GgmlType> load_layout(GgmlType t, int64_t rows, Isa isa) {
-  if (isa == Isa::Avx512Vnni && t == GgmlType::Q8_0 && rows % interleaved_rows(GgmlType::Q8_0_R16) == 0) {
-    return GgmlType::Q8_0_R16;
+  if (isa == Isa::Avx512Vnni && rows % 16 == 0) {
+    if (t == GgmlType::Q8_0) return GgmlType::Q8_0_R16;
+    if (t == GgmlType::Q4_0) return GgmlType::Q4_0_R16;
   }
   if (isa == Isa::Avx512 || isa == Isa::Avx512Vnni) return packed_type(t);
   return std::nullopt;
@@ -188,65 +189,72 @@ std::optional<GgmlType> load_layout(GgmlType t, int64_t rows, Isa isa) {
 
 namespace {
 
-constexpr size_t kR16Pair = 2 * 32 + 2 * 16 * kQK;  // a pair of blocks of sixteen rows: 1 088 bytes
+// The geometry of an interleaved layout: its standard block's bytes, the quant bytes in it (after
+// the fp16 scale) and the xor its stored quants carry.
+struct R16Geometry {
+  size_t block_bytes;
+  size_t quant_bytes;
+  uint32_t flip;
+  size_t pair() const { return 64 + 2 * 16 * quant_bytes; }  // a pair of blocks of sixteen rows
+  size_t scales_at(int64_t b) const { return static_cast<size_t>(b / 2) * pair() + 32 * static_cast<size_t>(b % 2); }
+  size_t planes_at(int64_t nb, int64_t b) const {
+    const size_t at = static_cast<size_t>(b / 2) * pair();
+    if (b % 2 == 0 && b == nb - 1) return at + 32;  // the lone last block of an odd count
+    return at + 64 + 16 * quant_bytes * static_cast<size_t>(b % 2);
+  }
+};
 
-// Where block b of a Q8_0_R16 group of rows of nb blocks keeps its scales and its planes.
-size_t r16_scales_at(int64_t b) { return static_cast<size_t>(b / 2) * kR16Pair + 32 * static_cast<size_t>(b % 2); }
-size_t r16_planes_at(int64_t nb, int64_t b) {
-  const size_t pair = static_cast<size_t>(b / 2) * kR16Pair;
-  if (b % 2 == 0 && b == nb - 1) return pair + 32;  // the lone last block of an odd count
-  return pair + 64 + 16 * kQK * static_cast<size_t>(b % 2);
+R16Geometry r16_geometry(GgmlType r16) {
+  if (r16 == GgmlType::Q4_0_R16) return {sizeof(BlockQ4_0), kQK / 2, 0};
+  assert(r16 == GgmlType::Q8_0_R16 && "not an interleaved layout");
+  return {sizeof(BlockQ8_0), kQK, 0x80808080u};
 }
 
 }  // namespace
 
-void pack_rows_r16(const void* src, size_t stride, int64_t rows, void* dst, int64_t n) {
+void pack_rows_r16(GgmlType r16, const void* src, size_t stride, int64_t rows, void* dst, int64_t n) {
   assert(rows >= 0 && rows <= 16 && n % kQK == 0);
+  const R16Geometry geo = r16_geometry(r16);
   const int64_t nb = n / kQK;
   auto* out = static_cast<uint8_t*>(dst);
-  std::memset(out, 0, 16 * row_bytes(GgmlType::Q8_0, n));
-  for (int64_t i = 0; i < rows; ++i) {
+  std::memset(out, 0, 16 * static_cast<size_t>(nb) * geo.block_bytes);
+  for (int64_t i = 0; i < 16; ++i) {
     const uint8_t* row = static_cast<const uint8_t*>(src) + static_cast<size_t>(i) * stride;
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ8_0);
-      std::memcpy(out + r16_scales_at(b) + 2 * static_cast<size_t>(i), blk, 2);
-      uint8_t* planes = out + r16_planes_at(nb, b);
-      for (size_t u = 0; u < kQK / 4; ++u) {
-        uint32_t word;
-        std::memcpy(&word, blk + 2 + 4 * u, 4);
-        word ^= 0x80808080u;
+      // Rows past `rows` keep zero scales and get zero quants (stored as the flip).
+      const uint8_t* blk = row + static_cast<size_t>(b) * geo.block_bytes;
+      if (i < rows) std::memcpy(out + geo.scales_at(b) + 2 * static_cast<size_t>(i), blk, 2);
+      uint8_t* planes = out + geo.planes_at(nb, b);
+      for (size_t u = 0; u < geo.quant_bytes / 4; ++u) {
+        uint32_t word = 0;
+        if (i < rows) std::memcpy(&word, blk + 2 + 4 * u, 4);
+        word ^= geo.flip;
         std::memcpy(planes + 64 * u + 4 * static_cast<size_t>(i), &word, 4);
       }
     }
   }
-  // The quants of the rows past `rows` are zero as well (0x80 stored): only their scales read as 0
-  // would leave NaN out, but zero quants keep the padding's sums at zero too.
-  for (int64_t i = rows; i < 16; ++i) {
-    for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* planes = out + r16_planes_at(nb, b);
-      for (size_t u = 0; u < kQK / 4; ++u) std::memset(planes + 64 * u + 4 * static_cast<size_t>(i), 0x80, 4);
-    }
-  }
 }
 
-void unpack_block_r16(const void* group, int64_t nb, int64_t lane, int64_t b, void* block) {
+void unpack_block_r16(GgmlType r16, const void* group, int64_t nb, int64_t lane, int64_t b, void* block) {
   assert(lane >= 0 && lane < 16 && b >= 0 && b < nb);
+  const R16Geometry geo = r16_geometry(r16);
   const auto* in = static_cast<const uint8_t*>(group);
   auto* blk = static_cast<uint8_t*>(block);
-  std::memcpy(blk, in + r16_scales_at(b) + 2 * static_cast<size_t>(lane), 2);
-  const uint8_t* planes = in + r16_planes_at(nb, b);
-  for (size_t u = 0; u < kQK / 4; ++u) {
+  std::memcpy(blk, in + geo.scales_at(b) + 2 * static_cast<size_t>(lane), 2);
+  const uint8_t* planes = in + geo.planes_at(nb, b);
+  for (size_t u = 0; u < geo.quant_bytes / 4; ++u) {
     uint32_t word;
     std::memcpy(&word, planes + 64 * u + 4 * static_cast<size_t>(lane), 4);
-    word ^= 0x80808080u;
+    word ^= geo.flip;
     std::memcpy(blk + 2 + 4 * u, &word, 4);
   }
 }
 
-void unpack_row_r16(const void* group, int64_t lane, void* dst, int64_t n) {
+void unpack_row_r16(GgmlType r16, const void* group, int64_t lane, void* dst, int64_t n) {
   const int64_t nb = n / kQK;
+  const size_t bb = r16_geometry(r16).block_bytes;
   for (int64_t b = 0; b < nb; ++b) {
-    unpack_block_r16(group, nb, lane, b, static_cast<uint8_t*>(dst) + static_cast<size_t>(b) * sizeof(BlockQ8_0));
+    unpack_block_r16(r16, group, nb, lane, b, static_cast<uint8_t*>(dst) + static_cast<size_t>(b) * bb);
   }
 }
 
@@ -258,6 +266,7 @@ GgmlType unpacked_type(GgmlType t) {
     case GgmlType::Q5_1_X16: return GgmlType::Q5_1;
     case GgmlType::Q8_0_X16: return GgmlType::Q8_0;
     case GgmlType::Q8_0_R16: return GgmlType::Q8_0;
+    case GgmlType::Q4_0_R16: return GgmlType::Q4_0;
     case GgmlType::Q4_K_X4: return GgmlType::Q4_K;
     case GgmlType::Q5_K_X4: return GgmlType::Q5_K;
     default: return t;

@@ -38,19 +38,20 @@
 // sums and the float steps are those of quant.h, so the results are bit-identical to the unpacked
 // type's.
 //
-// "Q8_0_R16" interleaves rows instead: a matrix of Q8_0 rows of nb blocks goes in groups of sixteen
-// rows (the last group filled up with rows of zero scales and quants), and a group stores, for each
-// pair of blocks b = 2p, 2p + 1, in 1 088 bytes:
+// "Q8_0_R16" and "Q4_0_R16" interleave rows instead: a matrix of Q8_0 (Q4_0) rows of nb blocks goes
+// in groups of sixteen rows, and a group stores, for each pair of blocks b = 2p, 2p + 1:
 //   - block 2p's sixteen fp16 scales (row i's at 2i), then block 2p + 1's (64 bytes);
-//   - block 2p's quants in eight planes of 64 bytes: plane u holds bytes 4u..4u+3 of row i's block
-//     at 4i, offset by 128 as in Q8_0x16; then block 2p + 1's.
+//   - block 2p's quants in planes of 64 bytes: plane u holds bytes 4u..4u+3 of row i's quant bytes
+//     at 4i (eight planes for Q8_0, stored offset by 128 as in Q8_0x16; four for Q4_0, whose low
+//     nibbles are elements 4u..4u+3 and high nibbles 16 + 4u..); then block 2p + 1's.
 // When nb is odd the last block stands alone: its 32 bytes of scales, then its planes. So a 64-byte
 // load is one plane of one block of all sixteen rows, and dpbusd against the activation block's
-// word u broadcast to every lane leaves each row's sum in its own lane: no fold per row, no short
-// groups, and every plane on a cache line of its own. A group takes the bytes of its sixteen rows,
-// so group g starts where row 16g would: the kernels take w at a row that is a multiple of 16 with
-// the file's row stride, and the storage holds whole groups (rows rounded up to 16). Rows are not
-// addressable one by one: unpack_row_r16 gives one back as standard blocks.
+// word broadcast to every lane leaves each row's sum in its own lane: no fold per row, no short
+// groups, and every plane of an even count on a cache line of its own. A group takes the bytes of
+// its sixteen rows, so group g starts where row 16g would: the kernels take w at a row that is a
+// multiple of 16 with the file's row stride, over whole groups (a call's last rows may end inside
+// one, whose storage must still be there). Rows are not addressable one by one: unpack_row_r16
+// gives one back as standard blocks.
 #pragma once
 
 #include <cstdint>
@@ -73,21 +74,25 @@ constexpr int64_t pack_group_blocks(GgmlType packed) {
 // whose rows stand alone, which pack_row and unpack_row convert.
 std::optional<GgmlType> packed_type(GgmlType t);
 // The layout the loader gives a matrix of file type t with `rows` rows for the kernels of `isa`:
-// Q8_0_R16 for Q8_0 under avx512vnni when rows is a multiple of 16 (so that the parts of a grouped
-// product, and the threads' ranges of rows, start at a group), packed_type(t) under avx512 and
-// avx512vnni otherwise, nullopt (the file's own) for the other variants.
+// Q8_0_R16 (Q4_0_R16) for Q8_0 (Q4_0) under avx512vnni when rows is a multiple of 16 (so that the
+// parts of a grouped product, and the threads' ranges of rows, start at a group), packed_type(t)
+// under avx512 and avx512vnni otherwise, nullopt (the file's own) for the other variants.
 std::optional<GgmlType> load_layout(GgmlType t, int64_t rows, Isa isa);
 
-// Rows per group of a layout: 16 for Q8_0_R16, 1 for the others (whose rows stand alone).
-constexpr int64_t interleaved_rows(GgmlType t) { return t == GgmlType::Q8_0_R16 ? 16 : 1; }
+// Rows per group of a layout: 16 for Q4_0_R16 and Q8_0_R16, 1 for the others (whose rows stand
+// alone).
+constexpr int64_t interleaved_rows(GgmlType t) {
+  return t == GgmlType::Q8_0_R16 || t == GgmlType::Q4_0_R16 ? 16 : 1;
+}
 
-// Packs `rows` <= 16 standard Q8_0 rows of n elements (row r at src + r * stride) into one Q8_0_R16
-// group of 16 * row_bytes(Q8_0, n) bytes at dst; the rows past `rows` get zero scales and quants.
-void pack_rows_r16(const void* src, size_t stride, int64_t rows, void* dst, int64_t n);
-// Row `lane` (0..15) of the Q8_0_R16 group at `group`, as a standard Q8_0 row of n elements.
-void unpack_row_r16(const void* group, int64_t lane, void* dst, int64_t n);
-// Block b of row `lane` of a Q8_0_R16 group of rows of nb blocks, as a standard Q8_0 block.
-void unpack_block_r16(const void* group, int64_t nb, int64_t lane, int64_t b, void* block);
+// Packs `rows` <= 16 standard rows of n elements of unpacked_type(r16) (row r at src + r * stride)
+// into one group of the interleaved layout r16, 16 * row_bytes(r16, n) bytes at dst; the rows past
+// `rows` get zero scales and quants.
+void pack_rows_r16(GgmlType r16, const void* src, size_t stride, int64_t rows, void* dst, int64_t n);
+// Row `lane` (0..15) of the group at `group`, as a standard row of n elements.
+void unpack_row_r16(GgmlType r16, const void* group, int64_t lane, void* dst, int64_t n);
+// Block b of row `lane` of a group of rows of nb blocks, as a standard block.
+void unpack_block_r16(GgmlType r16, const void* group, int64_t nb, int64_t lane, int64_t b, void* block);
 
 // The file type a packed layout regroups (Q4_0_X16 -> Q4_0); other types are returned unchanged.
 GgmlType unpacked_type(GgmlType t);

@@ -34,7 +34,8 @@ constexpr std::array kTypes = {
     Entry{0x10002, {"Q4_0x16", 32, 18}}, Entry{0x10003, {"Q4_1x16", 32, 20}},
     Entry{0x10006, {"Q5_0x16", 32, 22}}, Entry{0x10007, {"Q5_1x16", 32, 24}},
     Entry{0x10008, {"Q8_0x16", 32, 34}}, Entry{0x1000C, {"Q4_Kx4", 256, 144}},
-    Entry{0x1000D, {"Q5_Kx4", 256, 176}}, Entry{0x10108, {"Q8_0r16", 32, 34}},
+    Entry{0x1000D, {"Q5_Kx4", 256, 176}}, Entry{0x10102, {"Q4_0r16", 32, 18}},
+    Entry{0x10108, {"Q8_0r16", 32, 34}},
 };
 
 }  // namespace
@@ -71,6 +72,7 @@ bool type_supported(GgmlType t) {
     case GgmlType::Q8_0_X16:
     case GgmlType::Q4_K_X4:
     case GgmlType::Q5_K_X4:
+    case GgmlType::Q4_0_R16:
     case GgmlType::Q8_0_R16:
       return true;
     default:

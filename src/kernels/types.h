@@ -45,7 +45,7 @@ enum class GgmlType : uint32_t {
   MXFP4 = 39,
   // squeeze's own load-time layouts (kernels/repack.h), never read from or written to a file: the
   // blocks of the named type regrouped sixteen (Q4_K, Q5_K: four) at a time for the 512-bit kernels,
-  // and Q8_0 with sixteen rows interleaved (Q8_0_R16, for VNNI).
+  // and Q4_0 and Q8_0 with sixteen rows interleaved (Q4_0_R16, Q8_0_R16, for VNNI).
   Q4_0_X16 = 0x10002,
   Q4_1_X16 = 0x10003,
   Q5_0_X16 = 0x10006,
@@ -53,6 +53,7 @@ enum class GgmlType : uint32_t {
   Q8_0_X16 = 0x10008,
   Q4_K_X4 = 0x1000C,
   Q5_K_X4 = 0x1000D,
+  Q4_0_R16 = 0x10102,
   Q8_0_R16 = 0x10108,
 };
 

@@ -94,7 +94,7 @@ void repack_weights(Model& model) {
       for (int64_t g = g0; g < g1; ++g) {
         uint8_t* dst = base + offset[i] + static_cast<size_t>(g * group) * t.row_size();
         if (group > 1) {
-          kernels::pack_rows_r16(t.row(g * group), t.row_size(), group, dst, t.ne[0]);
+          kernels::pack_rows_r16(packed, t.row(g * group), t.row_size(), group, dst, t.ne[0]);
         } else {
           kernels::pack_row(packed, t.row(g), dst, t.ne[0]);
         }

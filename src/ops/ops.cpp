@@ -361,10 +361,11 @@ void embed(const TensorView& table, std::span<const int32_t> tokens, float* out)
                             table.n_rows());
     }
     if (kernels::interleaved_rows(table.type) > 1) {
-      // A row of sixteen interleaved (a tied output matrix in Q8_0_R16): its blocks unpacked first.
+      // A row of sixteen interleaved (a tied output matrix in Q8_0_R16 or Q4_0_R16): its blocks
+      // unpacked first.
       const int64_t g = kernels::interleaved_rows(table.type);
       std::vector<uint8_t> row(table.row_size());
-      kernels::unpack_row_r16(table.row(tokens[t] / g * g), tokens[t] % g, row.data(), width);
+      kernels::unpack_row_r16(table.type, table.row(tokens[t] / g * g), tokens[t] % g, row.data(), width);
       kernels::dequantize_row(kernels::unpacked_type(table.type), row.data(), out + t * width, width);
       continue;
     }

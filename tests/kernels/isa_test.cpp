@@ -262,7 +262,8 @@ TEST_P(IsaDotTest, TiledBitIdenticalToRef) {
   }
 }
 
-// The weight types whose rows stand alone (all but Q8_0_R16, which the tests below take).
+// The weight types whose rows stand alone (all but Q8_0_R16 and Q4_0_R16, which the tests below
+// take).
 std::vector<GgmlType> row_types() {
   std::vector<GgmlType> v;
   for (GgmlType t : kTableWeightTypes) {
@@ -279,31 +280,33 @@ INSTANTIATE_TEST_SUITE_P(
       return isa_label(std::get<0>(info.param)) + "_" + type_name(std::get<1>(info.param));
     });
 
-// ---- Q8_0_R16: sixteen rows interleaved ---------------------------------------------------------
+// ---- Q8_0_R16 and Q4_0_R16: sixteen rows interleaved ---------------------------------------------
 //
-// Q8_0 rows packed sixteen at a time as the loader packs them (the last group filled up with zero
-// rows, as storage rounded up to whole groups), against the reference Q8_0 kernel on the rows
-// themselves: the same bits, for rows of an odd block count (a lone last block) and of every
-// remainder of sixteen blocks, rows that end inside a group, and tokens past the tiles' widths.
+// Q8_0 (Q4_0) rows packed sixteen at a time as the loader packs them (the last group filled up with
+// zero rows, as storage rounded up to whole groups), against the reference Q8_0 (Q4_0) kernel on
+// the rows themselves: the same bits, for rows of an odd block count (a lone last block) and of
+// every remainder of sixteen blocks, rows that end inside a group, more groups than a tile pass
+// takes, and tokens past the tiles' widths.
 
-std::vector<uint8_t> r16_rows(const std::vector<uint8_t>& std_rows, int64_t rows, int64_t n) {
-  const size_t rb = row_bytes(GgmlType::Q8_0, n);
+std::vector<uint8_t> r16_rows(GgmlType r16, const std::vector<uint8_t>& std_rows, int64_t rows, int64_t n) {
+  const size_t rb = row_bytes(r16, n);
   const int64_t groups = (rows + 15) / 16;
   std::vector<uint8_t> w(rb * 16 * static_cast<size_t>(groups));
   for (int64_t g = 0; g < groups; ++g) {
-    pack_rows_r16(std_rows.data() + rb * 16 * static_cast<size_t>(g), rb, std::min<int64_t>(16, rows - 16 * g),
+    pack_rows_r16(r16, std_rows.data() + rb * 16 * static_cast<size_t>(g), rb, std::min<int64_t>(16, rows - 16 * g),
                   w.data() + rb * 16 * static_cast<size_t>(g), n);
   }
   return w;
 }
 
-class IsaR16Test : public ::testing::TestWithParam<Isa> {};
+class IsaR16Test : public ::testing::TestWithParam<std::tuple<Isa, GgmlType>> {};
 
-TEST_P(IsaR16Test, RowsAndTilesBitIdenticalToQ8_0) {
-  const Isa isa = GetParam();
+TEST_P(IsaR16Test, RowsAndTilesBitIdenticalToTheFileType) {
+  const auto [isa, r16] = GetParam();
   SQ_REQUIRE_ISA(isa);
-  const WeightKernels& ref = table(Isa::Ref).weight[weight_index(GgmlType::Q8_0)];
-  const WeightKernels& k = table(isa).weight[weight_index(GgmlType::Q8_0_R16)];
+  const GgmlType file = unpacked_type(r16);
+  const WeightKernels& ref = table(Isa::Ref).weight[weight_index(file)];
+  const WeightKernels& k = table(isa).weight[weight_index(r16)];
   ASSERT_NE(k.dot_rows, nullptr);
   ASSERT_NE(k.dot_tile, nullptr);
   // 1, 3, 17 and 29 blocks (odd: a lone last block), 16 and 32 (whole chunks), 28 (896, Qwen2.5-0.5B),
@@ -312,11 +315,11 @@ TEST_P(IsaR16Test, RowsAndTilesBitIdenticalToQ8_0) {
   for (int64_t b = 33; b < 48; ++b) blocks.push_back(b);
   for (int64_t nb : blocks) {
     const int64_t n = nb * 32;
-    const size_t rb = row_bytes(GgmlType::Q8_0, n);
+    const size_t rb = row_bytes(file, n);
     for (int64_t rows : {16, 5, 37, 133}) {  // 133: more groups than a tile pass takes (8)
       for (bool raw : {false, true}) {
-        const auto std_rows = weight_rows(GgmlType::Q8_0, rows, n, static_cast<uint32_t>(7 * nb + rows), raw);
-        const auto w = r16_rows(std_rows, rows, n);
+        const auto std_rows = weight_rows(file, rows, n, static_cast<uint32_t>(7 * nb + rows), raw);
+        const auto w = r16_rows(r16, std_rows, rows, n);
         const int64_t tokens = nb > 200 ? 3 : 13;  // 13: tiles of 8, 4 and 1
         const auto x = activations(GgmlType::Q8_0, tokens, n, static_cast<uint32_t>(nb + 31 * rows));
         const size_t xb = row_bytes(GgmlType::Q8_0, n);
@@ -327,18 +330,19 @@ TEST_P(IsaR16Test, RowsAndTilesBitIdenticalToQ8_0) {
                 ref.dot_q(std_rows.data() + rb * static_cast<size_t>(r), x.data() + xb * static_cast<size_t>(t), n);
           }
         }
-        // One token: rows after rows, and out of bounds of nothing (`rows` outputs only).
+        // One token: `rows` outputs and not one more.
         std::vector<float> b(static_cast<size_t>(rows) + 1, -1.0f);
         k.dot_rows(w.data(), rb, rows, x.data(), n, b.data());
         ASSERT_EQ(0, std::memcmp(a.data(), b.data(), static_cast<size_t>(rows) * sizeof(float)))
-            << isa_name(isa) << " blocks=" << nb << " rows=" << rows << " raw=" << raw;
+            << isa_name(isa) << " " << type_name(r16) << " blocks=" << nb << " rows=" << rows << " raw=" << raw;
         EXPECT_EQ(b[static_cast<size_t>(rows)], -1.0f) << "wrote past the rows";
         const int64_t os = rows + 3;
         std::vector<float> c(static_cast<size_t>(os * tokens), -1.0f);
         k.dot_tile(w.data(), rb, rows, x.data(), xb, tokens, n, c.data(), os);
         for (int64_t t = 0; t < tokens; ++t) {
           ASSERT_EQ(0, std::memcmp(a.data() + t * rows, c.data() + t * os, static_cast<size_t>(rows) * sizeof(float)))
-              << isa_name(isa) << " blocks=" << nb << " rows=" << rows << " token=" << t << " raw=" << raw;
+              << isa_name(isa) << " " << type_name(r16) << " blocks=" << nb << " rows=" << rows << " token=" << t
+              << " raw=" << raw;
           EXPECT_EQ(c[static_cast<size_t>(t * os + rows)], -1.0f) << "wrote past the rows";
         }
       }
@@ -346,8 +350,12 @@ TEST_P(IsaR16Test, RowsAndTilesBitIdenticalToQ8_0) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(All, IsaR16Test, ::testing::ValuesIn(kIsas),
-                         [](const auto& info) { return isa_label(info.param); });
+INSTANTIATE_TEST_SUITE_P(All, IsaR16Test,
+                         ::testing::Combine(::testing::ValuesIn(kIsas),
+                                            ::testing::Values(GgmlType::Q8_0_R16, GgmlType::Q4_0_R16)),
+                         [](const auto& info) {
+                           return isa_label(std::get<0>(info.param)) + "_" + type_name(std::get<1>(info.param));
+                         });
 
 // ---- selection ----------------------------------------------------------------------------------
 

@@ -266,49 +266,60 @@ TEST(Repack, Q5KLayoutAddsFifthBitRegions) {
   });
 }
 
-// Q8_0_R16 against the layout kernels/repack.h describes, byte by byte (written out here, not
-// through the unpacker), for an even and an odd block count (a lone last block), with the rows
-// past a short group zero; and every row unpacked back as it was.
-TEST(Repack, Q8_0R16KeepsSixteenRowsInLanes) {
-  for (int64_t nb : {4, 5}) {
-    const int64_t n = 32 * nb, rows = 13;
-    const size_t rb = row_bytes(GgmlType::Q8_0, n);
-    std::vector<uint8_t> src(rb * rows);
-    std::mt19937 rng(static_cast<uint32_t>(nb));
-    for (auto& v : src) v = static_cast<uint8_t>(rng());
-    std::vector<uint8_t> group(16 * rb, 0xCD);
-    pack_rows_r16(src.data(), rb, rows, group.data(), n);
-    for (int64_t b = 0; b < nb; ++b) {
-      const size_t pair = static_cast<size_t>(b / 2) * 1088;
-      const size_t scales = pair + 32 * static_cast<size_t>(b % 2);
-      const size_t planes = nb % 2 == 1 && b == nb - 1 ? pair + 32 : pair + 64 + 512 * static_cast<size_t>(b % 2);
-      for (int64_t i = 0; i < 16; ++i) {
-        const uint8_t* blk = src.data() + rb * static_cast<size_t>(i) + 34 * static_cast<size_t>(b);
-        for (size_t h = 0; h < 2; ++h) {
-          ASSERT_EQ(group[scales + 2 * static_cast<size_t>(i) + h], i < rows ? blk[h] : 0)
-              << "block " << b << " row " << i;
-        }
-        for (size_t q = 0; q < 32; ++q) {
-          const uint8_t want = i < rows ? static_cast<uint8_t>(blk[2 + q] ^ 0x80) : 0x80;
-          ASSERT_EQ(group[planes + 64 * (q / 4) + 4 * static_cast<size_t>(i) + q % 4], want)
-              << "block " << b << " row " << i << " quant " << q;
+// Q8_0_R16 and Q4_0_R16 against the layout kernels/repack.h describes, byte by byte (written out
+// here, not through the unpacker), for an even and an odd block count (a lone last block), with
+// the rows past a short group zero; and every row unpacked back as it was.
+TEST(Repack, R16KeepsSixteenRowsInLanes) {
+  for (GgmlType r16 : {GgmlType::Q8_0_R16, GgmlType::Q4_0_R16}) {
+    const bool q8 = r16 == GgmlType::Q8_0_R16;
+    const size_t bb = q8 ? 34 : 18, qb = bb - 2;
+    for (int64_t nb : {4, 5}) {
+      const int64_t n = 32 * nb, rows = 13;
+      const size_t rb = row_bytes(r16, n);
+      ASSERT_EQ(rb, bb * static_cast<size_t>(nb));
+      std::vector<uint8_t> src(rb * rows);
+      std::mt19937 rng(static_cast<uint32_t>(nb));
+      for (auto& v : src) v = static_cast<uint8_t>(rng());
+      std::vector<uint8_t> group(16 * rb, 0xCD);
+      pack_rows_r16(r16, src.data(), rb, rows, group.data(), n);
+      const size_t pair = 64 + 32 * qb;
+      for (int64_t b = 0; b < nb; ++b) {
+        const size_t at = static_cast<size_t>(b / 2) * pair;
+        const size_t scales = at + 32 * static_cast<size_t>(b % 2);
+        const size_t planes = nb % 2 == 1 && b == nb - 1 ? at + 32 : at + 64 + 16 * qb * static_cast<size_t>(b % 2);
+        for (int64_t i = 0; i < 16; ++i) {
+          const uint8_t* blk = src.data() + rb * static_cast<size_t>(i) + bb * static_cast<size_t>(b);
+          for (size_t h = 0; h < 2; ++h) {
+            ASSERT_EQ(group[scales + 2 * static_cast<size_t>(i) + h], i < rows ? blk[h] : 0)
+                << type_name(r16) << " block " << b << " row " << i;
+          }
+          for (size_t q = 0; q < qb; ++q) {
+            const uint8_t flip = q8 ? 0x80 : 0;
+            const uint8_t want = i < rows ? static_cast<uint8_t>(blk[2 + q] ^ flip) : flip;
+            ASSERT_EQ(group[planes + 64 * (q / 4) + 4 * static_cast<size_t>(i) + q % 4], want)
+                << type_name(r16) << " block " << b << " row " << i << " quant " << q;
+          }
         }
       }
-    }
-    for (int64_t i = 0; i < rows; ++i) {
-      std::vector<uint8_t> back(rb);
-      unpack_row_r16(group.data(), i, back.data(), n);
-      ASSERT_EQ(0, std::memcmp(back.data(), src.data() + rb * static_cast<size_t>(i), rb)) << "row " << i;
+      for (int64_t i = 0; i < rows; ++i) {
+        std::vector<uint8_t> back(rb);
+        unpack_row_r16(r16, group.data(), i, back.data(), n);
+        ASSERT_EQ(0, std::memcmp(back.data(), src.data() + rb * static_cast<size_t>(i), rb)) << "row " << i;
+      }
     }
   }
   EXPECT_EQ(interleaved_rows(GgmlType::Q8_0_R16), 16);
+  EXPECT_EQ(interleaved_rows(GgmlType::Q4_0_R16), 16);
   EXPECT_EQ(interleaved_rows(GgmlType::Q8_0_X16), 1);
   EXPECT_EQ(load_layout(GgmlType::Q8_0, 32, Isa::Avx512Vnni), GgmlType::Q8_0_R16);
+  EXPECT_EQ(load_layout(GgmlType::Q4_0, 32, Isa::Avx512Vnni), GgmlType::Q4_0_R16);
   EXPECT_EQ(load_layout(GgmlType::Q8_0, 40, Isa::Avx512Vnni), GgmlType::Q8_0_X16);
+  EXPECT_EQ(load_layout(GgmlType::Q4_0, 40, Isa::Avx512Vnni), GgmlType::Q4_0_X16);
   EXPECT_EQ(load_layout(GgmlType::Q8_0, 32, Isa::Avx512), GgmlType::Q8_0_X16);
-  EXPECT_EQ(load_layout(GgmlType::Q4_0, 32, Isa::Avx512Vnni), GgmlType::Q4_0_X16);
+  EXPECT_EQ(load_layout(GgmlType::Q5_0, 32, Isa::Avx512Vnni), GgmlType::Q5_0_X16);
   EXPECT_FALSE(load_layout(GgmlType::Q8_0, 32, Isa::Avx2).has_value());
   EXPECT_FALSE(type_from_name("Q8_0r16").has_value());
+  EXPECT_FALSE(type_from_name("Q4_0r16").has_value());
 }
 
 TEST(Repack, InternalTypesStayOutOfFiles) {

@@ -133,9 +133,10 @@ TEST(ModelRepack, RepackedWeightsGiveTheMappedLayoutsBits) {
     SynthSpec spec;
     spec.n_embd = k ? 768 : 544;
     spec.n_ff = k ? 1280 : 256;
-    // 100 rows: a tied Q8_0 output matrix that is not whole groups of sixteen keeps Q8_0x16 beside
-    // layers in Q8_0_R16.
-    spec.n_vocab = t == GgmlType::Q8_0 && tied ? 100 : 96;
+    // 100 rows: a tied Q4_0 output matrix that is not whole groups of sixteen keeps Q4_0x16 beside
+    // layers of sixteen interleaved rows (under avx512vnni); the tied Q8_0 one (96 rows) takes
+    // Q8_0_R16, and the embedding lookup unpacks its rows.
+    spec.n_vocab = t == GgmlType::Q4_0 && tied ? 100 : 96;
     spec.type = t;
     spec.tied_output = tied;
     const std::string path = dir.file(type_name(t) + (tied ? "-tied" : "") + ".gguf");
