@@ -9,6 +9,7 @@
 #include "base/rng.h"
 #include "base/thread_pool.h"
 #include "kernels/quant.h"
+#include "kernels/repack.h"
 #include "ops/ops.h"
 #include "support.h"
 
@@ -420,6 +421,80 @@ TEST(Ops, AttentionOverF16AndQ8CachesMatchesF32) {
   EXPECT_THROW(ops::kv_row_bytes(ops::KvType::Q8_0, 48), InvalidArgument);
   EXPECT_EQ(ops::parse_kv_type("Q8_0"), ops::KvType::Q8_0);
   EXPECT_THROW(ops::parse_kv_type("q4"), InvalidArgument);
+}
+
+// Matrices of sixteen interleaved rows (Q8_0_R16, Q4_0_R16) after a part of 37 rows: the threads'
+// ranges then start inside their groups (product_rows computes such a group whole and keeps its
+// own rows), with the bits of the file types' rows, a bias included; and the embedding lookup of a
+// tied matrix in that layout gives the file rows' values.
+TEST(Ops, InterleavedRowsAfterARaggedPartKeepTheirBits) {
+  const int64_t n_in = 576;  // 18 blocks: a chunk of sixteen and two more
+  const int64_t sizes[] = {37, 48, 32};
+  const GgmlType file[] = {GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q4_0};
+  const GgmlType layout[] = {GgmlType::Q8_0, GgmlType::Q8_0_R16, GgmlType::Q4_0_R16};
+  std::vector<std::vector<uint8_t>> rows(3), stored(3);
+  std::vector<TensorView> ws(3);
+  for (int i = 0; i < 3; ++i) {
+    const auto wf = random_values(static_cast<size_t>(n_in * sizes[i]), 50 + static_cast<uint64_t>(i));
+    const size_t rb = kernels::row_bytes(file[i], n_in);
+    rows[i].resize(rb * static_cast<size_t>(sizes[i]));
+    for (int64_t r = 0; r < sizes[i]; ++r) {
+      kernels::quantize_row(file[i], wf.data() + r * n_in, rows[i].data() + static_cast<size_t>(r) * rb, n_in);
+    }
+    stored[i] = rows[i];
+    if (layout[i] != file[i]) {
+      for (int64_t g = 0; g < sizes[i]; g += 16) {
+        kernels::pack_rows_r16(layout[i], rows[i].data() + static_cast<size_t>(g) * rb, rb, 16,
+                               stored[i].data() + static_cast<size_t>(g) * rb, n_in);
+      }
+    }
+    ws[i].name = std::array{"a", "b", "c"}[static_cast<size_t>(i)];
+    ws[i].type = layout[i];
+    ws[i].ne = {n_in, sizes[i], 1, 1};
+    ws[i].n_dims = 2;
+    ws[i].data = stored[i].data();
+  }
+  const auto bv = random_values(static_cast<size_t>(sizes[2]), 60);
+  const TensorView bias = f32_view(bv, {sizes[2], 1, 1, 1});
+  for (int64_t n : {1, 5, 70}) {
+    const auto x = random_values(static_cast<size_t>(n_in * n), 61 + static_cast<uint64_t>(n), 3.0);
+    for (int threads : {1, 2, 3}) {
+      ThreadPool pool(threads);
+      std::vector<std::vector<float>> want(3), got(3);
+      std::vector<ops::MatmulPart> parts;
+      std::vector<uint8_t> qx(kernels::row_bytes(GgmlType::Q8_0, n_in));
+      for (int i = 0; i < 3; ++i) {
+        want[static_cast<size_t>(i)].resize(static_cast<size_t>(n * sizes[i]));
+        got[static_cast<size_t>(i)].resize(want[static_cast<size_t>(i)].size());
+        const size_t rb = kernels::row_bytes(file[i], n_in);
+        for (int64_t tok = 0; tok < n; ++tok) {
+          kernels::quantize_activation(GgmlType::Q8_0, x.data() + tok * n_in, qx.data(), n_in);
+          for (int64_t r = 0; r < sizes[i]; ++r) {
+            float v = kernels::dot_row_q(file[i], rows[i].data() + static_cast<size_t>(r) * rb, qx.data(), n_in);
+            if (i == 2) v = v + bv[static_cast<size_t>(r)];
+            want[static_cast<size_t>(i)][static_cast<size_t>(tok * sizes[i] + r)] = v;
+          }
+        }
+        parts.push_back({&ws[i], got[static_cast<size_t>(i)].data(), i == 2 ? &bias : nullptr});
+      }
+      ops::matmul_group(parts, x.data(), n, pool);
+      for (size_t i = 0; i < 3; ++i) {
+        ASSERT_EQ(0, std::memcmp(want[i].data(), got[i].data(), want[i].size() * sizeof(float)))
+            << "part " << i << " tokens " << n << " threads " << threads;
+      }
+    }
+  }
+  for (int i = 1; i < 3; ++i) {
+    const std::vector<int32_t> tokens = {0, 17, static_cast<int32_t>(sizes[i] - 1)};
+    std::vector<float> got(tokens.size() * static_cast<size_t>(n_in)), want(got.size());
+    ops::embed(ws[i], tokens, got.data());
+    const size_t rb = kernels::row_bytes(file[i], n_in);
+    for (size_t t = 0; t < tokens.size(); ++t) {
+      kernels::dequantize_row(file[i], rows[i].data() + static_cast<size_t>(tokens[t]) * rb, want.data() + t * n_in,
+                              n_in);
+    }
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), got.size() * sizeof(float))) << type_name(layout[i]);
+  }
 }
 
 TEST(Ops, EmbedRejectsOutOfRangeTokens) {
