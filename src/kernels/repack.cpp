@@ -178,10 +178,10 @@ std::optional<GgmlType> packed_type(GgmlType t) {
   }
 }
 
-std::optional<GgmlType> load_layout(GgmlType t, int64_t rows, Isa isa) {
+std::optional<GgmlType> load_layout(GgmlType t, int64_t rows, int64_t cols, Isa isa) {
   if (isa == Isa::Avx512Vnni && rows % 16 == 0) {
     if (t == GgmlType::Q8_0) return GgmlType::Q8_0_R16;
-    if (t == GgmlType::Q4_0) return GgmlType::Q4_0_R16;
+    if (t == GgmlType::Q4_0 && cols <= kQ4R16MaxCols) return GgmlType::Q4_0_R16;
   }
   if (isa == Isa::Avx512 || isa == Isa::Avx512Vnni) return packed_type(t);
   return std::nullopt;

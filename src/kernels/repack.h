@@ -73,11 +73,17 @@ constexpr int64_t pack_group_blocks(GgmlType packed) {
 // Q5_1 -> Q5_1_X16, Q8_0 -> Q8_0_X16, Q4_K -> Q4_K_X4, Q5_K -> Q5_K_X4), or nullopt: the layouts
 // whose rows stand alone, which pack_row and unpack_row convert.
 std::optional<GgmlType> packed_type(GgmlType t);
-// The layout the loader gives a matrix of file type t with `rows` rows for the kernels of `isa`:
-// Q8_0_R16 (Q4_0_R16) for Q8_0 (Q4_0) under avx512vnni when rows is a multiple of 16 (so that the
-// parts of a grouped product, and the threads' ranges of rows, start at a group), packed_type(t)
-// under avx512 and avx512vnni otherwise, nullopt (the file's own) for the other variants.
-std::optional<GgmlType> load_layout(GgmlType t, int64_t rows, Isa isa);
+// The layout the loader gives a matrix of file type t with `rows` rows of `cols` elements for the
+// kernels of `isa`: under avx512vnni, when rows is a multiple of 16 (so that the parts of a grouped
+// product, and the threads' ranges of rows, start at a group), Q8_0_R16 for Q8_0 and Q4_0_R16 for
+// Q4_0 rows of at most kQ4R16MaxCols elements; otherwise packed_type(t) under avx512 and
+// avx512vnni, and nullopt (the file's own) for the other variants.
+std::optional<GgmlType> load_layout(GgmlType t, int64_t rows, int64_t cols, Isa isa);
+
+// Q4_0's rows up to this length take Q4_0_R16: Qwen2.5-0.5B's rows of 896 elements ran prompts
+// 1.27-1.31x faster and generated as fast as in Q4_0x16, but TinyLlama-1.1B's of 2 048 and 5 632
+// generated 0.85-0.94x and ran prompts 0.94-0.98x (docs/benchmarks.md, run W).
+inline constexpr int64_t kQ4R16MaxCols = 1024;
 
 // Rows per group of a layout: 16 for Q4_0_R16 and Q8_0_R16, 1 for the others (whose rows stand
 // alone).

@@ -51,7 +51,7 @@ void repack_weights(Model& model) {
   std::vector<GgmlType> layout;
   auto consider = [&](TensorView& t) {
     if (t.empty() || t.ne[2] != 1 || t.ne[3] != 1) return;
-    const std::optional<GgmlType> to = kernels::load_layout(t.type, t.n_rows(), isa);
+    const std::optional<GgmlType> to = kernels::load_layout(t.type, t.n_rows(), t.ne[0], isa);
     if (!to) return;
     todo.push_back(&t);
     layout.push_back(*to);

@@ -311,13 +311,14 @@ TEST(Repack, R16KeepsSixteenRowsInLanes) {
   EXPECT_EQ(interleaved_rows(GgmlType::Q8_0_R16), 16);
   EXPECT_EQ(interleaved_rows(GgmlType::Q4_0_R16), 16);
   EXPECT_EQ(interleaved_rows(GgmlType::Q8_0_X16), 1);
-  EXPECT_EQ(load_layout(GgmlType::Q8_0, 32, Isa::Avx512Vnni), GgmlType::Q8_0_R16);
-  EXPECT_EQ(load_layout(GgmlType::Q4_0, 32, Isa::Avx512Vnni), GgmlType::Q4_0_R16);
-  EXPECT_EQ(load_layout(GgmlType::Q8_0, 40, Isa::Avx512Vnni), GgmlType::Q8_0_X16);
-  EXPECT_EQ(load_layout(GgmlType::Q4_0, 40, Isa::Avx512Vnni), GgmlType::Q4_0_X16);
-  EXPECT_EQ(load_layout(GgmlType::Q8_0, 32, Isa::Avx512), GgmlType::Q8_0_X16);
-  EXPECT_EQ(load_layout(GgmlType::Q5_0, 32, Isa::Avx512Vnni), GgmlType::Q5_0_X16);
-  EXPECT_FALSE(load_layout(GgmlType::Q8_0, 32, Isa::Avx2).has_value());
+  EXPECT_EQ(load_layout(GgmlType::Q8_0, 32, 4096, Isa::Avx512Vnni), GgmlType::Q8_0_R16);
+  EXPECT_EQ(load_layout(GgmlType::Q4_0, 32, 896, Isa::Avx512Vnni), GgmlType::Q4_0_R16);
+  EXPECT_EQ(load_layout(GgmlType::Q4_0, 32, kQ4R16MaxCols + 32, Isa::Avx512Vnni), GgmlType::Q4_0_X16);
+  EXPECT_EQ(load_layout(GgmlType::Q8_0, 40, 896, Isa::Avx512Vnni), GgmlType::Q8_0_X16);
+  EXPECT_EQ(load_layout(GgmlType::Q4_0, 40, 896, Isa::Avx512Vnni), GgmlType::Q4_0_X16);
+  EXPECT_EQ(load_layout(GgmlType::Q8_0, 32, 896, Isa::Avx512), GgmlType::Q8_0_X16);
+  EXPECT_EQ(load_layout(GgmlType::Q5_0, 32, 896, Isa::Avx512Vnni), GgmlType::Q5_0_X16);
+  EXPECT_FALSE(load_layout(GgmlType::Q8_0, 32, 896, Isa::Avx2).has_value());
   EXPECT_FALSE(type_from_name("Q8_0r16").has_value());
   EXPECT_FALSE(type_from_name("Q4_0r16").has_value());
 }

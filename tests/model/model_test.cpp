@@ -153,13 +153,13 @@ TEST(ModelRepack, RepackedWeightsGiveTheMappedLayoutsBits) {
                    << ") have no packed layouts; nothing to compare";
     }
     const kernels::Isa isa = kernels::active_isa();
-    EXPECT_EQ(packed->layers[0].wq.type, *kernels::load_layout(t, mapped->layers[0].wq.n_rows(), isa));
+    EXPECT_EQ(packed->layers[0].wq.type, *kernels::load_layout(t, mapped->layers[0].wq.n_rows(), mapped->layers[0].wq.ne[0], isa));
     EXPECT_EQ(packed->layers[0].wq.n_bytes(), mapped->layers[0].wq.n_bytes());
     // 7 matrices per layer, plus the output matrix; when it is tied, the embedding lookup reads
     // the packed copy too.
     EXPECT_EQ(packed->repacked.tensors, 7 * static_cast<int32_t>(packed->layers.size()) + 1);
     EXPECT_EQ(packed->output_tied, tied);
-    EXPECT_EQ(packed->output.type, *kernels::load_layout(t, mapped->output.n_rows(), isa));
+    EXPECT_EQ(packed->output.type, *kernels::load_layout(t, mapped->output.n_rows(), mapped->output.ne[0], isa));
     if (tied) {
       EXPECT_EQ(packed->tok_embd.type, packed->output.type);
       EXPECT_EQ(packed->tok_embd.data, packed->output.data);
