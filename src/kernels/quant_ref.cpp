@@ -1101,25 +1101,20 @@ void dot_tile_r16(const void* w, size_t w_stride, int64_t rows, const void* qx, 
 
 }  // namespace
 
-void dot_rows_q_q8_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,
-                            float* out) {
-  dot_rows_r16<GgmlType::Q8_0_R16, BlockQ8_0>(w, w_stride, rows, qx, n, out);
-}
+#define SQ_DEFINE_R16_REF_KERNELS(name, Type, Block)                                                    \
+  void dot_rows_q_##name##_ref(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,   \
+                               float* out) {                                                              \
+    dot_rows_r16<GgmlType::Type, Block>(w, w_stride, rows, qx, n, out);                                   \
+  }                                                                                                       \
+  void dot_tile_q_##name##_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,              \
+                               size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride) { \
+    dot_tile_r16<GgmlType::Type, Block>(w, w_stride, rows, qx, x_stride, tokens, n, out, out_stride);     \
+  }
 
-void dot_tile_q_q8_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,
-                            size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride) {
-  dot_tile_r16<GgmlType::Q8_0_R16, BlockQ8_0>(w, w_stride, rows, qx, x_stride, tokens, n, out, out_stride);
-}
+SQ_DEFINE_R16_REF_KERNELS(q8_0r16, Q8_0_R16, BlockQ8_0)
+SQ_DEFINE_R16_REF_KERNELS(q4_0r16, Q4_0_R16, BlockQ4_0)
 
-void dot_rows_q_q4_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx, int64_t n,
-                            float* out) {
-  dot_rows_r16<GgmlType::Q4_0_R16, BlockQ4_0>(w, w_stride, rows, qx, n, out);
-}
-
-void dot_tile_q_q4_0r16_ref(const void* w, size_t w_stride, int64_t rows, const void* qx,
-                            size_t x_stride, int64_t tokens, int64_t n, float* out, int64_t out_stride) {
-  dot_tile_r16<GgmlType::Q4_0_R16, BlockQ4_0>(w, w_stride, rows, qx, x_stride, tokens, n, out, out_stride);
-}
+#undef SQ_DEFINE_R16_REF_KERNELS
 
 int64_t int8_peak_ref(int64_t rounds, uint32_t* checksum) {
   // 64 byte pairs a round into 16 accumulators, as one 512-bit multiply-add fills its lanes; the
