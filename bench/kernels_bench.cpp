@@ -8,8 +8,8 @@
 //     (prompt processing); the "GOPS" counter is 2 * rows * cols * tokens per second (one multiply
 //     and one add per weight and token), in 1e9/s.
 //   Quantize/<type>/<isa>/<n>: the activation quantizers; bytes_per_second counts floats read.
-// Q8_0r16 and Q4_0r16 (sixteen rows interleaved) have their own kernels under avx512vnni only; the
-// other variants run the reference's.
+// Q8_0r16 and Q4_0r16 (sixteen rows interleaved) are registered under avx512vnni only, the one
+// variant with kernels of their own.
 // Variants the CPU lacks are not registered.
 //
 //   build/simd/squeeze_bench --benchmark_filter='Matvec/Q4_K' --benchmark_repetitions=3
@@ -163,6 +163,9 @@ int register_all() {
   for (Isa isa : sq::kernels::supported_isas()) {
     const std::string in = std::string(sq::kernels::isa_name(isa));
     for (GgmlType t : types) {
+      // The interleaved layouts have kernels of their own under avx512vnni only (the loader gives
+      // them to no other variant); the others would time the reference.
+      if (sq::kernels::interleaved_rows(t) > 1 && isa != Isa::Avx512Vnni) continue;
       const std::string tn = sq::type_name(t);
       for (auto [rows, cols] : shapes) {
         benchmark::RegisterBenchmark(
