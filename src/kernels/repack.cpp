@@ -219,15 +219,15 @@ void pack_rows_r16(GgmlType r16, const void* src, size_t stride, int64_t rows, v
   auto* out = static_cast<uint8_t*>(dst);
   std::memset(out, 0, 16 * static_cast<size_t>(nb) * geo.block_bytes);
   for (int64_t i = 0; i < 16; ++i) {
-    const uint8_t* row = static_cast<const uint8_t*>(src) + static_cast<size_t>(i) * stride;
+    // Rows past `rows` keep the zero scales and get zero quants (stored as the flip).
+    const uint8_t* row = i < rows ? static_cast<const uint8_t*>(src) + static_cast<size_t>(i) * stride : nullptr;
     for (int64_t b = 0; b < nb; ++b) {
-      // Rows past `rows` keep zero scales and get zero quants (stored as the flip).
-      const uint8_t* blk = row + static_cast<size_t>(b) * geo.block_bytes;
-      if (i < rows) std::memcpy(out + geo.scales_at(b) + 2 * static_cast<size_t>(i), blk, 2);
+      const uint8_t* blk = row != nullptr ? row + static_cast<size_t>(b) * geo.block_bytes : nullptr;
+      if (blk != nullptr) std::memcpy(out + geo.scales_at(b) + 2 * static_cast<size_t>(i), blk, 2);
       uint8_t* planes = out + geo.planes_at(nb, b);
       for (size_t u = 0; u < geo.quant_bytes / 4; ++u) {
         uint32_t word = 0;
-        if (i < rows) std::memcpy(&word, blk + 2 + 4 * u, 4);
+        if (blk != nullptr) std::memcpy(&word, blk + 2 + 4 * u, 4);
         word ^= geo.flip;
         std::memcpy(planes + 64 * u + 4 * static_cast<size_t>(i), &word, 4);
       }

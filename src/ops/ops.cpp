@@ -153,13 +153,6 @@ PartInput part_input(const RoundedInput& in, const TensorView& w) {
                         w.name, type_name(vt));
 }
 
-// Rows [g0, g0 + rows) of w against every token, into out[t * os + r - g0] (one group of
-// interleaved rows: the tiled kernel, which takes any token count).
-void product_rows_group(const TensorView& w, const PartInput& qx, int64_t n_tokens, float* out, int64_t g0,
-                        int64_t rows, int64_t os) {
-  kernels::dot_tile_q(w.type, w.row(g0), w.row_size(), rows, qx.data, qx.stride, n_tokens, w.ne[0], out, os);
-}
-
 // Output rows [r0, r1) of one product, on the calling thread. One token runs the multi-row kernel;
 // a batch runs the tiled kernel (a tile of rows times a tile of tokens, so each weight block loaded
 // serves several tokens) over blocks of rows and tokens sized to stay in the L2 cache. Each output
@@ -173,28 +166,23 @@ void product_rows(const TensorView& w, const PartInput& qx, int64_t n_tokens, co
   const size_t w_stride = w.row_size();
   const int64_t group = kernels::interleaved_rows(w.type);
   if (r0 % group != 0) {
-    // Interleaved rows (Q8_0_R16) are computed a group at a time: a range that starts inside one
+    // Interleaved rows (Q8_0_R16, Q4_0_R16) are computed a group at a time: a range that starts inside one
     // (a part after one whose rows are not a multiple of 16) computes its first group whole and
     // keeps the rows it owns. The loader gives that layout to whole groups only, so this is rare.
     const int64_t g0 = r0 / group * group;
     const int64_t end = std::min(g0 + group, n_out);
     std::vector<float> tmp(static_cast<size_t>(group * n_tokens));
-    product_rows_group(w, qx, n_tokens, tmp.data(), g0, end - g0, group);
+    // The tiled kernel takes any token count, one included.
+    kernels::dot_tile_q(w.type, w.row(g0), w_stride, end - g0, qx.data, qx.stride, n_tokens, n_in, tmp.data(), group);
     for (int64_t t = 0; t < n_tokens; ++t) {
       for (int64_t r = r0; r < std::min(r1, end); ++r) out[t * n_out + r] = tmp[static_cast<size_t>(t * group + r - g0)];
     }
-    if (bias != nullptr && !bias->empty()) {
-      const auto* b = reinterpret_cast<const float*>(bias->data);
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        for (int64_t r = r0; r < std::min(r1, end); ++r) out[t * n_out + r] += b[r];
-      }
-    }
-    if (end >= r1) return;
-    r0 = end;
   }
-  if (n_tokens == 1) {
+  const int64_t first = r0;  // the bias, below, goes to every row of the range
+  r0 = std::min(r1, (r0 + group - 1) / group * group);  // past the group computed above, if any
+  if (r0 < r1 && n_tokens == 1) {
     kernels::dot_rows_q(w.type, w.row(r0), w_stride, r1 - r0, qx.data, n_in, out + r0);
-  } else {
+  } else if (r0 < r1) {
     // Rows of weights revisited for each token block: as many as stay in a core's L2 cache, since
     // the tiled kernels prepare each token's activations once per call (per block of rows). With a
     // single token block there is nothing to keep cached for the next one: one call over all the
@@ -216,7 +204,7 @@ void product_rows(const TensorView& w, const PartInput& qx, int64_t n_tokens, co
     const auto* b = reinterpret_cast<const float*>(bias->data);
     for (int64_t t = 0; t < n_tokens; ++t) {
       float* ot = out + t * n_out;
-      for (int64_t r = r0; r < r1; ++r) ot[r] = ot[r] + b[r];
+      for (int64_t r = first; r < r1; ++r) ot[r] = ot[r] + b[r];
     }
   }
 }
@@ -355,17 +343,17 @@ void embed(const TensorView& table, std::span<const int32_t> tokens, float* out)
                            type_name(table.type));
   }
   const int64_t width = table.ne[0];
+  const int64_t group = kernels::interleaved_rows(table.type);
+  std::vector<uint8_t> row(group > 1 ? table.row_size() : 0);  // an interleaved row, unpacked
   for (size_t t = 0; t < tokens.size(); ++t) {
     if (tokens[t] < 0 || tokens[t] >= table.n_rows()) {
       fail<InvalidArgument>("token id {} is out of range: the vocabulary has {} tokens", tokens[t],
                             table.n_rows());
     }
-    if (kernels::interleaved_rows(table.type) > 1) {
+    if (group > 1) {
       // A row of sixteen interleaved (a tied output matrix in Q8_0_R16 or Q4_0_R16): its blocks
       // unpacked first.
-      const int64_t g = kernels::interleaved_rows(table.type);
-      std::vector<uint8_t> row(table.row_size());
-      kernels::unpack_row_r16(table.type, table.row(tokens[t] / g * g), tokens[t] % g, row.data(), width);
+      kernels::unpack_row_r16(table.type, table.row(tokens[t] / group * group), tokens[t] % group, row.data(), width);
       kernels::dequantize_row(kernels::unpacked_type(table.type), row.data(), out + t * width, width);
       continue;
     }
