@@ -11,6 +11,10 @@ constexpr int kSkipped = 77;
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
+  // Thread pools use all their threads in every parallel region, so that the tests of thread-count
+  // invariance always cover a split; the pool's own tests of its fallback to the calling thread
+  // construct pools with it on (base/thread_pool.h). The binaries the CLI tests run inherit this.
+  setenv("SQUEEZE_POOL_FALLBACK", "0", /*overwrite=*/0);
   // The per-instruction-set runs of a suite set SQUEEZE_ISA; on a CPU without that instruction set
   // they are skipped rather than failed.
   if (const char* want = std::getenv("SQUEEZE_ISA"); want != nullptr && *want != '\0') {

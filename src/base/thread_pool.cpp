@@ -4,9 +4,11 @@
 #include <cassert>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #if defined(__linux__)
@@ -38,6 +40,31 @@ constexpr auto kPureSpin = std::chrono::microseconds(10);
 constexpr auto kPreempted = std::chrono::microseconds(50);
 // Polls between two reads of the clock (a clock read costs ~20 ns, a pause ~10-40 ns).
 constexpr int kPollsPerClockRead = 64;
+
+// The fallback to the calling thread (thread_pool.h). A window holds at least this much time and
+// this many balanced regions (a generated token of a small model opens ~100 in a few
+// milliseconds), so that one region that waited for a descheduled worker does not decide alone.
+constexpr auto kJudgeWindow = std::chrono::milliseconds(10);
+constexpr int64_t kJudgeRegions = 16;
+// A window is slow when the workers saved less than a fifth of the caller's time alone: two
+// healthy threads generating a token save about half of it (a window's estimate 1.5-2.5x its
+// time), while with one of two CPUs held by a busy loop the estimate read 0.8-1.1x although the
+// caller alone then ran 1.75x as fast as both (in parallel, the caller itself loses time to the
+// CPU it shares). Two slow windows in a row make a fallback, so that one long stall of a worker
+// (tens of milliseconds on a quiet machine, now and then) does not.
+constexpr double kWorthIt = 1.25;
+constexpr int kSlowWindows = 2;
+// How long regions then run alone: the first time, and at most, doubling each time the pool tries
+// its workers again and finds them still slower. The first try after a fallback costs one window
+// at the slow rate, so a long fallback wastes little while other work holds a CPU and stays short
+// of a second after it stopped.
+constexpr auto kAloneFirst = std::chrono::milliseconds(50);
+constexpr auto kAloneLongest = std::chrono::milliseconds(800);
+
+bool fallback_from_env() {
+  const char* v = std::getenv("SQUEEZE_POOL_FALLBACK");
+  return v == nullptr || std::string_view(v) != "0";
+}
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -112,7 +139,10 @@ std::pair<int64_t, int64_t> chunk(int64_t n, int64_t grain, int parts, int index
 
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+ThreadPool::ThreadPool(int n_threads) : ThreadPool(n_threads, fallback_from_env()) {}
+
+ThreadPool::ThreadPool(int n_threads, bool may_run_alone)
+    : n_threads_(std::max(1, n_threads)), may_run_alone_(may_run_alone), alone_for_(kAloneFirst) {
   // With more threads than CPUs a spinning thread takes the CPU from one that has work: sleep at
   // once instead.
   const auto cpus = static_cast<int>(std::thread::hardware_concurrency());
@@ -165,7 +195,7 @@ void ThreadPool::run_balanced(int index) {
   // Takes pieces from one part until it is empty: from the front, half of what is left at a time
   // (at least a thief's piece), so that the owner streams its rows in order with few calls while
   // the tail stays fine-grained; from the back, a thief's piece at a time.
-  auto drain = [this](std::atomic<uint64_t>& part, bool front) {
+  auto drain = [this, index](std::atomic<uint64_t>& part, bool front) {
     uint64_t v = part.load(std::memory_order_acquire);
     while (true) {
       const auto f = static_cast<int64_t>(v >> 32), b = static_cast<int64_t>(v & 0xffffffffu);
@@ -175,6 +205,7 @@ void ThreadPool::run_balanced(int index) {
       const int64_t f2 = front ? f + take : f, b2 = front ? b : b - take;
       if (part.compare_exchange_weak(v, static_cast<uint64_t>(f2) << 32 | static_cast<uint64_t>(b2),
                                      std::memory_order_acq_rel, std::memory_order_acquire)) {
+        if (index == 0) caller_blocks_ += take;
         if (front) {
           call_blocks(f, f2);
         } else {
@@ -225,6 +256,24 @@ void ThreadPool::run(int64_t n, int64_t grain, const Job& job) {
     job.call(job.object, 0, n);
     return;
   }
+  // Releases busy_ however this region ends (fn may throw on the alone path).
+  struct Release {
+    std::atomic<bool>& busy;
+    ~Release() { busy.store(false, std::memory_order_release); }
+  } release{busy_};
+  const bool balanced = job.min_piece > 0;
+  Clock::time_point start{};
+  if (balanced) {
+    balanced_regions_.fetch_add(1, std::memory_order_relaxed);
+    if (may_run_alone_) {
+      start = Clock::now();
+      if (start < alone_until_) {
+        alone_regions_.fetch_add(1, std::memory_order_relaxed);
+        job.call(job.object, 0, n);
+        return;
+      }
+    }
+  }
   Control& c = control_;
   c.job = job;
   c.n = n;
@@ -240,10 +289,13 @@ void ThreadPool::run(int64_t n, int64_t grain, const Job& job) {
     }
   }
   error_ = nullptr;
+  caller_blocks_ = 0;
   const uint32_t gen = c.generation.fetch_add(1, std::memory_order_seq_cst) + 1;  // publishes the job
   if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(as_futex(c.generation));
 
   run_part(0);
+  const bool judged = balanced && may_run_alone_ && c.job.min_piece > 0;
+  const Clock::time_point caller_done = judged ? Clock::now() : Clock::time_point{};
 
   for (int w = 0; w < n_threads_ - 1; ++w) {
     std::atomic<uint32_t>& done = done_[static_cast<size_t>(w)].generation;
@@ -256,10 +308,46 @@ void ThreadPool::run(int64_t n, int64_t grain, const Job& job) {
     }
     caller_asleep_.store(0, std::memory_order_relaxed);
   }
+  if (judged) judge(start, caller_done, Clock::now(), blocks);
   std::exception_ptr error = std::move(error_);
   error_ = nullptr;
-  busy_.store(false, std::memory_order_release);
   if (error) std::rethrow_exception(error);
+}
+
+void ThreadPool::judge(Clock::time_point start, Clock::time_point caller_done, Clock::time_point end,
+                       int64_t blocks) {
+  // A region the workers took whole says nothing about the caller's rate: it was fast anyway.
+  if (caller_blocks_ <= 0) return;
+  auto ns = [](Clock::duration d) {
+    return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+  };
+  window_wall_ += end - start;
+  window_alone_ns_ += ns(caller_done - start) * static_cast<double>(blocks) / static_cast<double>(caller_blocks_);
+  if (++window_regions_ < kJudgeRegions || window_wall_ < kJudgeWindow) return;
+  const double wall_ns = ns(window_wall_);
+  const bool slow = window_alone_ns_ < kWorthIt * wall_ns;
+  slow_windows_ = slow ? slow_windows_ + 1 : 0;
+  if (slow_windows_ >= kSlowWindows) {
+    // The workers saved too little: one was waited for (descheduled, or on a CPU that other work
+    // shares), or the regions are too small to share.
+    slow_windows_ = 0;
+    alone_until_ = end + alone_for_;
+    alone_for_ = std::min<Clock::duration>(2 * alone_for_, kAloneLongest);
+    fallbacks_.fetch_add(1, std::memory_order_relaxed);
+  } else if (!slow) {
+    alone_for_ = kAloneFirst;
+  }
+  window_wall_ = {};
+  window_alone_ns_ = 0;
+  window_regions_ = 0;
+}
+
+ThreadPool::Stats ThreadPool::stats() const {
+  Stats s;
+  s.balanced_regions = balanced_regions_.load(std::memory_order_relaxed);
+  s.alone_regions = alone_regions_.load(std::memory_order_relaxed);
+  s.fallbacks = fallbacks_.load(std::memory_order_relaxed);
+  return s;
 }
 
 int default_thread_count() {

@@ -14,6 +14,18 @@
 // this project's 2-vCPU machines, 1.17-1.37 µs with every field on a line of its own; bench/
 // threadpool_bench.cpp). One that starts after they fell asleep costs a futex wake (a few
 // microseconds).
+//
+// A worker that loses its CPU to other work while it holds a piece of a region stalls the whole
+// region until it runs again, often for milliseconds: with one of two CPUs taken by a busy loop,
+// two threads generated Qwen2.5-0.5B at 0.54x the speed of one. So a pool also judges its balanced
+// regions: over windows of at least 10 ms it compares their time with what the calling thread
+// would have taken alone, at the rate it ran its own pieces. When in two windows in a row the
+// workers saved less than a fifth of that (kWorthIt in the .cpp; healthy workers save about
+// half), the following balanced regions run on the calling thread alone for a while (50 ms,
+// doubling while it lasts, up to 800 ms), and then the pool tries its workers again.
+// Which thread computes a piece never changes its results (callers split over outputs only).
+// SQUEEZE_POOL_FALLBACK=0 in the environment turns this off (the tests do, so that their regions
+// always use every thread); static parallel_for regions never fall back.
 #pragma once
 
 #include <algorithm>
@@ -32,13 +44,24 @@ namespace sq {
 
 class ThreadPool {
  public:
-  // n_threads counts the calling thread: 1 means no workers.
+  // n_threads counts the calling thread: 1 means no workers. may_run_alone: whether balanced regions
+  // fall back to the calling thread while the workers are slower than it alone (the header's
+  // comment); the one-argument form reads SQUEEZE_POOL_FALLBACK (on unless it is "0").
   explicit ThreadPool(int n_threads);
+  ThreadPool(int n_threads, bool may_run_alone);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return n_threads_; }
+
+  // Counts since construction; readable from any thread while regions run.
+  struct Stats {
+    int64_t balanced_regions = 0;  // parallel_for_balanced calls that had work for more than one thread
+    int64_t alone_regions = 0;     // of those, run on the calling thread alone (the fallback)
+    int64_t fallbacks = 0;         // times the pool judged its workers slower than the caller alone
+  };
+  Stats stats() const;
 
   // Runs fn(begin, end) over a partition of [0, n) and returns when every part is done. Chunks
   // start at multiples of `grain` so that callers can keep blocks whole. The partition depends only
@@ -68,7 +91,8 @@ class ThreadPool {
   // runs out takes pieces of min_piece (rounded up to grain) from the back of another thread's
   // part. fn may be called several times per thread; the calls still cover a partition of [0, n)
   // in multiples of grain, but which thread runs which piece depends on timing, so fn's results
-  // must not depend on it (callers split over outputs only).
+  // must not depend on it (callers split over outputs only). While the pool falls back (the
+  // header's comment), fn(0, n) runs on the calling thread.
   template <typename F>
   void parallel_for_balanced(int64_t n, F&& fn, int64_t grain, int64_t min_piece) {
     using Fn = std::remove_reference_t<F>;
@@ -95,12 +119,17 @@ class ThreadPool {
     std::atomic<uint64_t> range{0};
   };
 
+  using Clock = std::chrono::steady_clock;
+
   void run(int64_t n, int64_t grain, const Job& job);
   void worker(int index);
   void run_part(int index);
   void run_balanced(int index);
   void call_blocks(int64_t b0, int64_t b1);
   void record_error(std::exception_ptr e);
+  // Adds a parallel balanced region to the current window and, when the window is full, decides
+  // whether the next regions run alone. caller_done: when the calling thread ran out of pieces.
+  void judge(Clock::time_point start, Clock::time_point caller_done, Clock::time_point end, int64_t blocks);
 
   // A worker's flag: the generation of the last region it finished, on a cache line of its own
   // that only that worker writes, so that the caller's wait reads it in one transfer.
@@ -132,6 +161,17 @@ class ThreadPool {
   alignas(64) std::atomic<int32_t> sleepers_{0};       // workers asleep (or going to sleep) on the generation
   alignas(64) std::atomic<int32_t> caller_asleep_{0};  // 1 while the caller sleeps on a worker's flag
   alignas(64) std::atomic<bool> busy_{false};          // a region is running
+
+  // The fallback's state, touched only by the thread that holds busy_.
+  bool may_run_alone_;
+  int64_t caller_blocks_ = 0;         // grain blocks the calling thread ran in this region
+  Clock::duration window_wall_{};     // the window's regions, start to end
+  double window_alone_ns_ = 0;        // the same regions at the calling thread's own rate
+  int64_t window_regions_ = 0;
+  int slow_windows_ = 0;              // slow windows in a row
+  Clock::time_point alone_until_{};   // balanced regions before this run on the caller alone
+  Clock::duration alone_for_;         // the next fallback's length
+  std::atomic<int64_t> balanced_regions_{0}, alone_regions_{0}, fallbacks_{0};
 
   std::mutex error_mutex_;
   std::exception_ptr error_;  // the first exception of the current region

@@ -142,6 +142,12 @@ int bench_model_cmd(const BenchFlags& f, ThreadPool& pool) {
                "kernels' instructions (same run): {:.1f} GOPS; pp{} reaches {:.1f} % of it\n",
                r.pp->n_tokens, r.pp_gops(), r.peak->peak_gops, r.pp->n_tokens, 100.0 * r.peak_fraction());
   }
+  for (const auto* s : {&r.pp, &r.tg}) {
+    if (!*s || (*s)->alone_share <= 0) continue;
+    fmt::print("{}{}: the thread pool ran {:.1f} % of its parallel regions on the calling thread alone, "
+               "having found its workers slower than that thread (other work on the CPUs?)\n",
+               s == &r.pp ? "pp" : "tg", (*s)->n_tokens, 100.0 * (*s)->alone_share);
+  }
   fmt::print("mean ± sd over {} repetitions after one warm-up\n", r.repetitions);
   if (r.profile_tg_seconds > 0) {
     // Bandwidth: the products' weight bytes over their time; share: of the timed tg runs.

@@ -97,7 +97,8 @@ nlohmann::json speed_json(const std::optional<SpeedStats>& s) {
   return {{"n_tokens", s->n_tokens},
           {"mean_tps", s->mean_tps},
           {"sd_tps", s->sd_tps},
-          {"samples_tps", s->samples_tps}};
+          {"samples_tps", s->samples_tps},
+          {"alone_share", s->alone_share}};
 }
 
 }  // namespace
@@ -225,22 +226,44 @@ ModelBenchResult bench_model(const Model& model, ThreadPool& pool, const ModelBe
 
   std::vector<double> pp_tps, tg_tps;
   ops::ProductProfile profile;
+  // The pool's balanced regions over the timed runs, and those it ran alone: {pp, tg}.
+  int64_t regions[2] = {}, alone[2] = {};
+  auto count_regions = [&](int test, const ThreadPool::Stats& before) {
+    const ThreadPool::Stats after = pool.stats();
+    regions[test] += after.balanced_regions - before.balanced_regions;
+    alone[test] += after.alone_regions - before.alone_regions;
+  };
+  auto share = [&](int test) {
+    return regions[test] > 0 ? static_cast<double>(alone[test]) / static_cast<double>(regions[test]) : 0.0;
+  };
   for (int32_t rep = 0; rep < o.repetitions; ++rep) {
-    if (o.n_prompt > 0) pp_tps.push_back(o.n_prompt / std::max(run_pp(), 1e-9));
+    if (o.n_prompt > 0) {
+      const ThreadPool::Stats before = pool.stats();
+      pp_tps.push_back(o.n_prompt / std::max(run_pp(), 1e-9));
+      count_regions(0, before);
+    }
     if (o.n_gen > 0) {
       double s = 0;
       {
         const ProfileScope scope(o.profile ? &profile : nullptr);
+        const ThreadPool::Stats before = pool.stats();
         s = run_tg(o.n_gen);
+        count_regions(1, before);
       }
       if (o.profile) r.profile_tg_seconds += s;
       tg_tps.push_back(o.n_gen / std::max(s, 1e-9));
     }
   }
   if (o.profile) r.profile = profile.entries();
-  if (o.n_prompt > 0) r.pp = stats_of(o.n_prompt, pp_tps);
+  if (o.n_prompt > 0) {
+    r.pp = stats_of(o.n_prompt, pp_tps);
+    r.pp->alone_share = share(0);
+  }
   if (o.measure_peak && o.n_prompt > 0) r.peak = measure_dot_peak(pool);
-  if (o.n_gen > 0) r.tg = stats_of(o.n_gen, tg_tps);
+  if (o.n_gen > 0) {
+    r.tg = stats_of(o.n_gen, tg_tps);
+    r.tg->alone_share = share(1);
+  }
 
   if (o.measure_membw) {
     MemBwResult after = measure_memory_bandwidth(pool, half);

@@ -66,6 +66,10 @@ struct SpeedStats {
   double mean_tps = 0;
   double sd_tps = 0;                // sample standard deviation; 0 for one repetition
   std::vector<double> samples_tps;  // one per repetition, in order
+  // Of the timed runs' balanced parallel regions, the share the pool ran on the calling thread
+  // alone because its workers had been slower than that thread (base/thread_pool.h): near 0 when
+  // the CPUs are the run's own, large when other work holds one of them.
+  double alone_share = 0;
 };
 
 struct ModelBenchResult {
@@ -123,7 +127,7 @@ PeakResult measure_dot_peak(ThreadPool& pool, const PeakOptions& options = {});
 // The instruction set the kernels run with: "ref", "avx2", "avx512", "avx512vnni".
 std::string kernels_isa_name();
 
-// {"model", "threads", "pp": {"n_tokens", "mean_tps", "sd_tps", "samples_tps"} or null,
+// {"model", "threads", "pp": {"n_tokens", "mean_tps", "sd_tps", "samples_tps", "alone_share"} or null,
 //  "tg": {...} or null, "weight_bytes_per_token", "path", "weight_type", "n_params", "file_size",
 //  "isa", "repetitions", "implied_gbps", "membw_gbps" or null, "membw_fraction" or null}
 nlohmann::json to_json(const ModelBenchResult& r);

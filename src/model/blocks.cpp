@@ -281,13 +281,13 @@ void run_layers(const Model& m, int64_t n, const ops::RopeTable& angles, std::ve
     up.resize(gate.size());
   }
   // The elementwise and per-token steps of a batch are split over the pool by tokens (each token's
-  // values are computed by the same operations wherever it runs); one token stays on the caller,
-  // where a parallel region would cost more than the work.
+  // values are computed by the same operations wherever it runs) in balanced regions; one token
+  // stays on the caller, where a parallel region would cost more than the work.
   auto by_tokens = [&](auto&& fn) {
     if (n == 1) {
       fn(0, 1);
     } else {
-      pool.parallel_for(n, fn);
+      pool.parallel_for_balanced(n, fn, 1, 1);
     }
   };
   auto norm = [&](const TensorView& w) {

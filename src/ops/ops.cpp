@@ -117,14 +117,15 @@ RoundedInput input_for(std::span<const MatmulPart> parts, const float* x, int64_
   return in;
 }
 
-// fn(t0, t1) over the tokens of a batch split over the pool; one token stays on the caller, where a
-// parallel region costs more than the work.
+// fn(t0, t1) over the tokens of a batch split over the pool (a balanced region: a thread that runs
+// out takes tokens from another, and the pool may run it alone); one token stays on the caller,
+// where a parallel region costs more than the work.
 template <class Fn>
 void by_tokens(int64_t n_tokens, Fn& fn, ThreadPool& pool) {
   if (n_tokens == 1) {
     fn(0, 1);
   } else {
-    pool.parallel_for(n_tokens, fn);
+    pool.parallel_for_balanced(n_tokens, fn, 1, 1);
   }
 }
 

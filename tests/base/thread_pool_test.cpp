@@ -233,6 +233,90 @@ TEST(ThreadPool, BalancedRegionRethrowsAndStaysUsable) {
   EXPECT_EQ(sum.load(), 4950);
 }
 
+// Busy-waits for `us` microseconds: work that holds the CPU, as a product does.
+void busy_for(std::chrono::microseconds us) {
+  const auto until = std::chrono::steady_clock::now() + us;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
+// One balanced region of 64 indices; returns whether the calling thread ran it whole in one call
+// (the fallback) and counts the indices run elsewhere into *on_workers.
+template <class Body>
+bool region_ran_alone(ThreadPool& pool, Body body, int64_t* on_workers = nullptr) {
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int64_t> elsewhere{0};
+  std::atomic<bool> whole{false};
+  std::atomic<int64_t> covered{0};
+  pool.parallel_for_balanced(
+      64,
+      [&](int64_t b, int64_t e) {
+        const bool here = std::this_thread::get_id() == caller;
+        if (here && b == 0 && e == 64) whole = true;
+        if (!here) elsewhere.fetch_add(e - b);
+        covered.fetch_add(e - b);
+        body(here, e - b);
+      },
+      1, 1);
+  EXPECT_EQ(covered.load(), 64);
+  if (on_workers != nullptr) *on_workers += elsewhere.load();
+  return whole.load();
+}
+
+TEST(ThreadPool, BalancedRegionsFallBackToTheCallerWhileAWorkerStallsAndReturnAfter) {
+  ThreadPool pool(2, /*may_run_alone=*/true);
+  // A worker that loses its CPU: each of its pieces takes a millisecond, while the caller's take
+  // 5 us per index. Two windows of 10 ms later the regions run on the caller alone.
+  auto stalled = [](bool here, int64_t count) {
+    if (here) {
+      busy_for(std::chrono::microseconds(5 * count));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  int alone_at = -1;
+  for (int i = 0; i < 2000 && alone_at < 0; ++i) {
+    if (region_ran_alone(pool, stalled)) alone_at = i;
+  }
+  ASSERT_GE(alone_at, 0) << "2000 regions waited for a stalled worker and the pool never ran one alone";
+  EXPECT_GE(pool.stats().fallbacks, 1);
+  EXPECT_GE(pool.stats().alone_regions, 1);
+  EXPECT_GE(pool.stats().balanced_regions, alone_at + 1);
+
+  // Meanwhile an exception on the alone path reaches the caller and leaves the pool usable.
+  EXPECT_THROW(pool.parallel_for_balanced(
+                   10, [](int64_t, int64_t) { throw std::runtime_error("alone"); }, 1, 1),
+               std::runtime_error);
+  // Static regions keep their partition: part 1 still runs on the worker.
+  std::atomic<bool> part1_elsewhere{false};
+  const auto caller = std::this_thread::get_id();
+  pool.parallel_for(2, [&](int64_t b, int64_t e) {
+    if (b <= 1 && 1 < e) part1_elsewhere = std::this_thread::get_id() != caller;
+  });
+  EXPECT_TRUE(part1_elsewhere.load());
+
+  // Once the worker is healthy again (work that both threads share well), the pool tries it again
+  // after the fallback and keeps it.
+  auto shared = [](bool, int64_t count) { busy_for(std::chrono::microseconds(5 * count)); };
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  int64_t on_workers = 0;
+  while (on_workers == 0 && std::chrono::steady_clock::now() < give_up) {
+    region_ran_alone(pool, shared, &on_workers);
+  }
+  EXPECT_GT(on_workers, 0) << "the pool never gave its worker work again";
+}
+
+TEST(ThreadPool, APoolWithoutTheFallbackWaitsForItsWorkers) {
+  ThreadPool pool(2, /*may_run_alone=*/false);
+  auto stalled = [](bool here, int64_t) {
+    if (!here) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  for (int i = 0; i < 60; ++i) ASSERT_FALSE(region_ran_alone(pool, stalled)) << "region " << i;
+  EXPECT_EQ(pool.stats().alone_regions, 0);
+  EXPECT_EQ(pool.stats().fallbacks, 0);
+  EXPECT_EQ(pool.stats().balanced_regions, 60);
+}
+
 TEST(ThreadPool, ConstructAndDestroyQuickly) {
   for (int i = 0; i < 50; ++i) {
     ThreadPool pool(1 + i % 4);

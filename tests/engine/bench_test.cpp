@@ -197,6 +197,8 @@ TEST_F(BenchTest, JsonHasTheDocumentedKeysAndTypes) {
     EXPECT_TRUE(j[part]["mean_tps"].is_number_float());
     EXPECT_TRUE(j[part]["sd_tps"].is_number_float());
     EXPECT_TRUE(j[part]["samples_tps"].is_array());
+    // The tests' pools never fall back to one thread (tests/test_main.cpp).
+    EXPECT_EQ(j[part]["alone_share"].get<double>(), 0.0) << part;
   }
   EXPECT_EQ(j["pp"]["n_tokens"], 8);
   EXPECT_EQ(j["tg"]["n_tokens"], 4);
