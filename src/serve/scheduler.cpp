@@ -827,6 +827,9 @@ SchedulerMetrics Scheduler::metrics() const {
   std::lock_guard lock(impl_->wake->mu);
   SchedulerMetrics out = impl_->metrics;
   out.waiting = static_cast<int32_t>(impl_->waiting.size());
+  const ThreadPool::Stats pool = impl_->pool->stats();
+  out.parallel_regions_total = pool.balanced_regions;
+  out.parallel_regions_alone_total = pool.alone_regions;
   return out;
 }
 

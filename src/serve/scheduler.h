@@ -139,6 +139,10 @@ struct SchedulerMetrics {
   int32_t kv_blocks_cached = 0;   // free but holding a reusable prefix
   double cpu_seconds_total = 0;
   int64_t steps_total = 0;
+  // The thread pool's balanced regions (products, attention, per-token steps), and those it ran on
+  // one thread because its other threads were slower (base/thread_pool.h: other work on the CPUs).
+  int64_t parallel_regions_total = 0;
+  int64_t parallel_regions_alone_total = 0;
 };
 
 class Scheduler {

@@ -731,6 +731,11 @@ void Server::Impl::handle_metrics(httplib::Response& res) {
     counter("squeeze_generated_tokens_total", "Tokens generated.", m.generated_tokens_total);
     counter("squeeze_cpu_seconds_total", "CPU time of the scheduler's steps.", m.cpu_seconds_total);
     counter("squeeze_steps_total", "Batched forward passes.", m.steps_total);
+    counter("squeeze_parallel_regions_total", "Parallel regions of the forward passes (products, attention).",
+            m.parallel_regions_total);
+    counter("squeeze_parallel_regions_alone_total",
+            "Parallel regions run on one thread because the other threads were slower (other work on the CPUs).",
+            m.parallel_regions_alone_total);
     gauge("squeeze_running_sequences", "Sequences in the running batch.", m.running);
     gauge("squeeze_waiting_requests", "Requests in the queue.", m.waiting);
     gauge("squeeze_kv_blocks_total", "KV cache blocks.", m.kv_blocks_total);

@@ -228,6 +228,9 @@ TEST(Scheduler, SharesPromptPrefixes) {
   EXPECT_EQ(m.cached_prompt_tokens_total, b.usage.cached_tokens + 8);
   EXPECT_EQ(m.kv_blocks_used, 0);
   EXPECT_GT(m.kv_blocks_cached, 0);
+  // The pool's regions are counted (two threads); the tests' pools never run one alone.
+  EXPECT_GT(m.parallel_regions_total, 0);
+  EXPECT_EQ(m.parallel_regions_alone_total, 0);
 }
 
 TEST(Scheduler, RequestsArrivingTogetherComputeASharedPromptOnce) {

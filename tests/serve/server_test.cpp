@@ -193,6 +193,8 @@ class FakeBackend : public Backend {
     m.cached_prompt_tokens_total = 4;
     m.kv_blocks_total = 32;
     m.kv_blocks_used = 3;
+    m.parallel_regions_total = 120;
+    m.parallel_regions_alone_total = 7;
     return m;
   }
 
@@ -924,7 +926,8 @@ TEST_F(ServerTest, MetricsInPrometheusFormat) {
                            "# TYPE squeeze_requests_total counter", "squeeze_requests_total 1",
                            "squeeze_kv_blocks_used 3", "squeeze_kv_blocks_free 29",
                            "squeeze_prefix_cache_hit_ratio 0.4", "squeeze_time_to_first_token_seconds_count 1",
-                           "squeeze_time_to_first_token_seconds_bucket{le=\"+Inf\"} 1", "squeeze_up 1"}) {
+                           "squeeze_time_to_first_token_seconds_bucket{le=\"+Inf\"} 1", "squeeze_up 1",
+                           "squeeze_parallel_regions_total 120", "squeeze_parallel_regions_alone_total 7"}) {
     EXPECT_NE(m.find(line), std::string::npos) << line << "\n" << m;
   }
   // One inter-token gap per generated token after the first: the fake backend sends "0" + reply,
