@@ -59,7 +59,7 @@ class ThreadPool {
   struct Stats {
     int64_t balanced_regions = 0;  // parallel_for_balanced calls that had work for more than one thread
     int64_t alone_regions = 0;     // of those, run on the calling thread alone (the fallback)
-    int64_t fallbacks = 0;         // times the pool judged its workers slower than the caller alone
+    int64_t fallbacks = 0;         // times the pool fell back to the calling thread
   };
   Stats stats() const;
 
