@@ -731,7 +731,8 @@ void Server::Impl::handle_metrics(httplib::Response& res) {
     counter("squeeze_generated_tokens_total", "Tokens generated.", m.generated_tokens_total);
     counter("squeeze_cpu_seconds_total", "CPU time of the scheduler's steps.", m.cpu_seconds_total);
     counter("squeeze_steps_total", "Batched forward passes.", m.steps_total);
-    counter("squeeze_parallel_regions_total", "Parallel regions of the forward passes (matrix products, attention, per-token steps).",
+    counter("squeeze_parallel_regions_total",
+            "Parallel regions of the forward passes (matrix products, attention, per-token steps).",
             m.parallel_regions_total);
     counter("squeeze_parallel_regions_alone_total",
             "Parallel regions run on one thread because the other threads were slower (other work on the CPUs).",
