@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -315,6 +316,31 @@ TEST(ThreadPool, APoolWithoutTheFallbackWaitsForItsWorkers) {
   EXPECT_EQ(pool.stats().alone_regions, 0);
   EXPECT_EQ(pool.stats().fallbacks, 0);
   EXPECT_EQ(pool.stats().balanced_regions, 60);
+}
+
+TEST(ThreadPool, TheEnvironmentTurnsTheFallbackOnAndOff) {
+  // The one-argument constructor reads SQUEEZE_POOL_FALLBACK: anything but "0" turns it on.
+  auto stalled = [](bool here, int64_t count) {
+    if (here) {
+      busy_for(std::chrono::microseconds(5 * count));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  const char* before = std::getenv("SQUEEZE_POOL_FALLBACK");
+  const std::string saved = before != nullptr ? before : "";
+  for (const char* value : {"1", "0"}) {
+    setenv("SQUEEZE_POOL_FALLBACK", value, 1);
+    ThreadPool pool(2);
+    bool alone = false;
+    for (int i = 0; i < 120 && !alone; ++i) alone = region_ran_alone(pool, stalled);
+    EXPECT_EQ(alone, std::string(value) == "1") << "SQUEEZE_POOL_FALLBACK=" << value;
+  }
+  if (before != nullptr) {
+    setenv("SQUEEZE_POOL_FALLBACK", saved.c_str(), 1);
+  } else {
+    unsetenv("SQUEEZE_POOL_FALLBACK");
+  }
 }
 
 TEST(ThreadPool, ConstructAndDestroyQuickly) {
